@@ -1,0 +1,1 @@
+"""The ``whales`` command line."""

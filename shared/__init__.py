@@ -1,0 +1,1 @@
+"""Code that both the API and the workers import (no model code at import time)."""

@@ -1,0 +1,3 @@
+"""Fixtures shared by every test module live in plugin modules."""
+
+pytest_plugins = ["tests.services", "tests.bundles", "tests.workers"]

@@ -1,0 +1,1 @@
+"""Celery workers: keep the models warm and turn images into Detection rows."""
