@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.result import AsyncResult
 
 from shared.services import resolve_broker_url
 from shared.services.redis_urls import to_celery_url
@@ -111,4 +112,37 @@ def send_chunk(app: Celery, job_id: str, chunk_index: int) -> None:
         TASK_PROCESS_CHUNK,
         args=[job_id, chunk_index],
         task_id=chunk_task_id(job_id, chunk_index),
+    )
+
+
+def send_single(
+    app: Celery,
+    job_id: str,
+    image_name: str,
+    *,
+    with_mask: bool,
+    image_b64: str | None = None,
+    blob_ref: str | None = None,
+) -> AsyncResult:
+    """Queue one image on ``interactive``; the bytes travel inline or as a blob reference.
+
+    Monitors (Flower, events) see an argsrepr naming the image and its size,
+    never the base64 payload.
+    """
+    payload = f"<{len(image_b64)} base64 chars>" if image_b64 is not None else repr(blob_ref)
+    return app.send_task(
+        TASK_PREDICT_SINGLE,
+        kwargs={
+            "job_id": job_id,
+            "image_name": image_name,
+            "with_mask": with_mask,
+            "image_b64": image_b64,
+            "blob_ref": blob_ref,
+        },
+        task_id=job_id,
+        argsrepr="()",
+        kwargsrepr=(
+            f"{{'job_id': {job_id!r}, 'image_name': {image_name!r}, "
+            f"'with_mask': {with_mask}, 'image': {payload}}}"
+        ),
     )
