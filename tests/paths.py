@@ -1,6 +1,6 @@
 """Where the test data lives.
 
-The sample photos are read from the kit beside the repository
+The sample photos are read from the sample data beside the repository
 (``../shared/data/sample``) or from ``WHALES_SAMPLE_DIR``; they are never
 copied into the repository.
 """
@@ -49,5 +49,5 @@ def originals() -> list[SamplePhoto]:
 
 
 def all_sample_images() -> list[Path]:
-    """Every JPEG of the kit, positives, negatives and originals."""
+    """Every sample JPEG: positives, negatives and originals."""
     return sorted(sample_dir().glob("*/*.jpg"))
