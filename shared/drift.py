@@ -1,15 +1,21 @@
 """Drift of the cetacean gate, computed from the stored scores.
 
-The window is the newest ``drift_window`` rows with ``NOT rejected`` of one
-model version, newest by id; rejected and failed images never enter it. It is read
-from the database, so every API replica and every restart sees the same numbers
-(the seed kept it in process memory and mixed rejected images into it).
+The window is the newest ``drift_window`` *scored* detections of one model
+version, newest by id. Scored means the gate looked at the image: accepted
+rows and rows rejected as ``not_a_marine_mammal`` or ``low_confidence`` all
+carry the gate's real score, and a shift of the incoming photos towards
+non-cetaceans is exactly what the window must show. Corrupted images (never
+decoded) and failed images (``error`` set) carry a placeholder score of 0.0
+and stay out: mixing them in, as the seed did, reads a burst of broken files
+as drift of the model. The window is read from the database, so every API
+replica and every restart sees the same numbers.
 
 An alarm is an *event*: it is recorded once when the window mean moves more than
 ``drift_threshold`` away from the model version's baseline, and the alarm re-arms
 only when the mean comes back within the threshold. The state lives in
-``drift_baselines.in_alarm`` and is flipped by a conditional UPDATE, so two
-workers evaluating at once cannot both record the same crossing.
+``drift_baselines.in_alarm`` and is flipped by a conditional UPDATE of that
+row, which locks it: a second worker judging the same crossing waits for the
+first, then finds the state already flipped and records nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, literal, not_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -30,6 +36,7 @@ __all__ = [
     "drift_stats",
     "evaluate_drift",
     "get_baseline",
+    "scored",
     "set_baseline",
     "window_query",
     "window_state",
@@ -56,15 +63,27 @@ def _window_size(window: int | None) -> int:
     return size
 
 
+def scored() -> ColumnElement[bool]:
+    """Rows whose cetacean score the gate actually computed.
+
+    Written exactly as the predicate of ix_detections_drift_window (migration
+    0003), with the reason as a literal rather than a bound parameter: a
+    generic plan could not prove a parameter matches the index predicate.
+    """
+    return and_(
+        DetectionRow.error.is_(None),
+        DetectionRow.rejection_reason.is_distinct_from(literal_column("'corrupted_image'")),
+    )
+
+
 def window_query(model_version: str, window: int) -> Select[int, Any, Any, Any]:
     """n, mean and population std of the cetacean score, and mean probability,
     of the window."""
-    # NOT rejected (not "IS false") so that the partial index
-    # ix_detections_drift_window matches; its INCLUDE columns make this an
-    # index-only scan of at most `window` entries.
+    # The partial index ix_detections_drift_window matches scored(); its
+    # INCLUDE columns make this an index-only scan of at most `window` entries.
     recent = (
         select(DetectionRow.cetacean_score, DetectionRow.probability)
-        .where(DetectionRow.model_version == model_version, not_(DetectionRow.rejected))
+        .where(DetectionRow.model_version == model_version, scored())
         .order_by(DetectionRow.id.desc())
         .limit(window)
         .subquery("recent")
@@ -117,7 +136,7 @@ def window_state(session: Session, model_version: str, window: int | None = None
 
 def drift_stats(session: Session, model_version: str, window: int | None = None) -> DriftStats:
     """Statistics of the last ``window`` (default: the drift_window setting)
-    non-rejected detections of ``model_version``; zeros when there are none."""
+    scored detections of ``model_version``; zeros when there are none."""
     state = window_state(session, model_version, window)
     return DriftStats(
         n=state.n,
@@ -175,6 +194,8 @@ def evaluate_drift(
     """
     size = _window_size(window)
     limit = get_settings().drift_threshold if threshold is None else threshold
+    if not limit > 0.0:
+        raise ValueError("the drift threshold is a positive distance between mean scores")
     state = window_state(session, model_version, size)
     if state.n < size:
         return None

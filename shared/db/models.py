@@ -120,13 +120,16 @@ class DetectionRow(Base):
             "created_at",
             postgresql_where=text("NOT rejected"),
         ),
-        # Drift statistics read the newest accepted rows of one model version;
+        # Drift statistics read the newest scored rows of one model version
+        # (migration 0003: corrupted and failed images have no gate score);
         # INCLUDE lets that be an index-only scan.
         Index(
             "ix_detections_drift_window",
             "model_version",
             text("id DESC"),
-            postgresql_where=text("NOT rejected"),
+            postgresql_where=text(
+                "error IS NULL AND rejection_reason IS DISTINCT FROM 'corrupted_image'"
+            ),
             postgresql_include=["cetacean_score", "probability"],
         ),
         Index("ix_detections_image_sha256", "image_sha256"),
