@@ -125,7 +125,11 @@ class GateSpec(_Spec):
     logit_scale: float = Field(
         default=100.0, gt=0, description="Multiplies cosines before the softmax over prompts."
     )
-    threshold: float = Field(default=SEED_GATE_THRESHOLD, ge=0.0, le=1.0)
+    threshold: float = Field(
+        default=SEED_GATE_THRESHOLD,
+        ge=0.0,
+        description="Accept when the score reaches it; above 1 rejects every image.",
+    )
     positive_prompts: list[str] = Field(min_length=1)
     negative_prompts: list[str] = Field(min_length=1)
 

@@ -137,6 +137,7 @@ class DevicePlan:
     device: str
     bf16: bool
     batch_size: int
+    threads: int = 1  # intra-op threads for torch and the onnxruntime sessions
 
     @property
     def is_cuda(self) -> bool:
@@ -156,13 +157,20 @@ def plan_device(settings: Settings, *, apply_threads: bool = True) -> DevicePlan
     import torch
 
     device = resolve_device(settings)
-    if apply_threads:
-        threads = torch_threads(settings)
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    threads = torch_threads(settings)
+    if apply_threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     batch = settings.inference_batch_size or default_inference_batch_size(
         gpu=device.startswith("cuda")
     )
-    plan = DevicePlan(device=device, bf16=bf16_enabled(settings, device), batch_size=batch)
-    log.info("inference on %s (bf16=%s, batch=%d)", plan.device, plan.bf16, plan.batch_size)
+    plan = DevicePlan(
+        device=device, bf16=bf16_enabled(settings, device), batch_size=batch, threads=threads
+    )
+    log.info(
+        "inference on %s (bf16=%s, batch=%d, threads=%d)",
+        plan.device,
+        plan.bf16,
+        plan.batch_size,
+        plan.threads,
+    )
     return plan

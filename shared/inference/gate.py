@@ -4,7 +4,8 @@ score = sum over the positive prompts of softmax(logit_scale * cos(image, prompt
 taken over all prompts, positive and negative. The prompts, the scale and the
 threshold come from the bundle's manifest; the prompt embeddings are computed
 once at load and the text tower is then dropped (only the image tower runs
-per image, and the text tower is 40% of ViT-B-32's memory).
+per image, and the text tower is 40% of ViT-B-32's memory). The image tower
+runs in the engine :mod:`shared.inference.engine` picks (onnxruntime on CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 
 from shared.inference.bundle import Bundle, BundleInvalid, GateSpec
 from shared.inference.device import DevicePlan
+from shared.inference.engine import OnnxRunner, TorchRunner, make_runner
 from shared.inference.preprocess import chunks, resize_center_crop, to_batch
 from shared.inference.torch_compat import ensure_torchvision_importable
 
@@ -71,7 +73,11 @@ class CetaceanGate:
     """The loaded image tower plus the prompt embeddings."""
 
     def __init__(
-        self, spec: GateSpec, visual: torch.nn.Module, prompts: torch.Tensor, plan: DevicePlan
+        self,
+        spec: GateSpec,
+        visual: TorchRunner | OnnxRunner,
+        prompts: torch.Tensor,
+        plan: DevicePlan,
     ) -> None:
         self.spec = spec
         self.visual = visual
@@ -80,7 +86,7 @@ class CetaceanGate:
         self.plan = plan
 
     @classmethod
-    def load(cls, bundle: Bundle, plan: DevicePlan) -> CetaceanGate:
+    def load(cls, bundle: Bundle, plan: DevicePlan, *, engine: str = "auto") -> CetaceanGate:
         spec = bundle.manifest.gate
         model = build_clip(spec)
         load_clip_weights(model, str(bundle.path(spec.weights)))
@@ -89,9 +95,18 @@ class CetaceanGate:
         with torch.inference_mode():
             tokens = tokenizer_for(spec)(prompts)
             text = F.normalize(model.encode_text(tokens).float(), dim=-1)
-        visual = model.visual.to(plan.torch_device())
+        example = torch.zeros(1, 3, spec.image_size, spec.image_size)
+        visual = make_runner(
+            model.visual.to(plan.torch_device()),
+            example.to(plan.torch_device()),
+            plan,
+            engine=engine,
+            threads=plan.threads,
+        )
         del model  # the text tower is no longer needed
-        log.info("gate loaded: %s, %d prompts", spec.architecture, len(prompts))
+        log.info(
+            "gate loaded: %s, %d prompts, %s engine", spec.architecture, len(prompts), visual.engine
+        )
         return cls(spec, visual, text.to(plan.torch_device()), plan)
 
     @property
@@ -106,15 +121,12 @@ class CetaceanGate:
         device = self.plan.torch_device()
         outputs: list[torch.Tensor] = []
         prepared = [self.preprocess(image) for image in images]
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.plan.bf16),
-        ):
+        with torch.inference_mode():
             for part in chunks(len(prepared), self.plan.batch_size):
                 batch = to_batch(
                     [prepared[i] for i in part], self.spec.mean, self.spec.std, device=device
                 )
-                outputs.append(F.normalize(self.visual(batch).float(), dim=-1))
+                outputs.append(F.normalize(self.visual(batch).to(device).float(), dim=-1))
         return torch.cat(outputs) if outputs else torch.empty(0, self.prompt_embeddings.shape[1])
 
     def scores_from_embeddings(self, embeddings: torch.Tensor) -> list[float]:

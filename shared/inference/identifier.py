@@ -32,6 +32,7 @@ from torch import nn
 
 from shared.inference.bundle import Bundle, BundleInvalid, IdentifierSpec
 from shared.inference.device import DevicePlan
+from shared.inference.engine import OnnxRunner, TorchRunner, choose_engine, make_runner
 from shared.inference.fusion import FoldingError, fold_batch_norms
 from shared.inference.preprocess import chunks, resize_square, to_batch
 from shared.inference.torch_compat import ensure_torchvision_importable
@@ -150,7 +151,8 @@ class Identifier:
     def __init__(
         self,
         spec: IdentifierSpec,
-        net: ArcFaceNet,
+        net: TorchRunner | OnnxRunner,
+        centres: torch.Tensor,
         classes: list[str],
         species: dict[str, str],
         plan: DevicePlan,
@@ -160,11 +162,10 @@ class Identifier:
         self.classes = classes
         self.species = species
         self.plan = plan
-        active = net.arc.weight.detach()[: len(classes)].float()
-        self.centres = F.normalize(active, dim=-1)  # [active, dim], fp32
+        self.centres = F.normalize(centres[: len(classes)].float(), dim=-1)  # [active, dim]
 
     @classmethod
-    def load(cls, bundle: Bundle, plan: DevicePlan, *, fold: bool = True) -> Identifier:
+    def load(cls, bundle: Bundle, plan: DevicePlan, *, engine: str = "auto") -> Identifier:
         spec = bundle.manifest.identifier
         trusted = bundle.verified
         state = select_model_state(
@@ -184,9 +185,20 @@ class Identifier:
         if missing:
             log.warning("%d of %d individuals have no species in the map", missing, len(classes))
 
-        net = cls._build(spec, state, plan, fold=fold)
-        log.info("identifier loaded: %s, %d active classes", spec.backbone, len(classes))
-        return cls(spec, net, classes, species, plan)
+        chosen = choose_engine(engine, plan)
+        # onnxruntime folds batch norms itself; PyTorch eager needs it done here.
+        net = cls._build(spec, state, plan, fold=chosen == "torch")
+        centres = net.arc.weight.detach().to(plan.torch_device())
+        size = spec.input_size
+        example = torch.zeros(1, 3, size, size, device=plan.torch_device())
+        runner = make_runner(net, example, plan, engine=engine, threads=plan.threads)
+        log.info(
+            "identifier loaded: %s, %d active classes, %s engine",
+            spec.backbone,
+            len(classes),
+            runner.engine,
+        )
+        return cls(spec, runner, centres, classes, species, plan)
 
     @staticmethod
     def _build(
@@ -219,15 +231,12 @@ class Identifier:
         device = self.plan.torch_device()
         prepared = [self.preprocess(image) for image in images]
         outputs: list[torch.Tensor] = []
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.plan.bf16),
-        ):
+        with torch.inference_mode():
             for part in chunks(len(prepared), self.plan.batch_size):
                 batch = to_batch(
                     [prepared[i] for i in part], self.spec.mean, self.spec.std, device=device
                 )
-                outputs.append(F.normalize(self.net(batch).float(), dim=-1))
+                outputs.append(F.normalize(self.net(batch).to(device).float(), dim=-1))
         if not outputs:
             return torch.empty(0, self.spec.embedding_size)
         return torch.cat(outputs)

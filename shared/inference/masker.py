@@ -67,6 +67,8 @@ def _session_options(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Spinning threads would take the cores the next batch's decoding needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -152,11 +152,14 @@ class Pipeline:
         *,
         load_masker: bool = True,
         verify: bool = True,
+        engine: str = "auto",
     ) -> Pipeline:
         """Load every model of the bundle on the device the settings choose.
 
         ``load_masker=False`` defers rembg's session to the first masked image
-        (the CLI's batch mode never needs it).
+        (the CLI's batch mode never needs it). ``engine`` picks what runs the
+        gate and the identifier (see :mod:`shared.inference.engine`); ``auto``
+        is right everywhere, the others exist for benchmarks and tests.
         """
         from shared.inference.bundle import load_bundle
         from shared.inference.device import plan_device
@@ -165,8 +168,8 @@ class Pipeline:
 
         bundle = load_bundle(bundle_dir, verify=verify)
         plan = plan_device(settings)
-        gate = CetaceanGate.load(bundle, plan)
-        identifier = Identifier.load(bundle, plan)
+        gate = CetaceanGate.load(bundle, plan, engine=engine)
+        identifier = Identifier.load(bundle, plan, engine=engine)
         pipeline = cls(bundle, settings, plan, gate, identifier)
         if load_masker:
             pipeline.masker()

@@ -208,6 +208,14 @@ def _write_masker(root: Path, spec: MaskerSpec, *, tiny: bool) -> None:
     export_onnx(model, root / spec.model)
 
 
+def _make_readable(root: Path) -> None:
+    # mkdtemp makes the directory private and some writers create 0600 files;
+    # a bundle is read by worker processes that may run as another user.
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def untrained_manifest(
     *,
     tiny: bool,
@@ -282,6 +290,7 @@ def make_test_bundle(
             _write_masker(staging, manifest.masker, tiny=tiny)
         manifest = with_file_hashes(staging, manifest)
         write_manifest(staging, manifest)
+        _make_readable(staging)
         if root.exists():
             root.rmdir()
         staging.rename(root)
