@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("cli.offline:batch", "Identify every image in a directory offline."),
     "verify": ("cli.offline:verify", "Run only the cetacean gate on one image."),
     "up": ("cli.up:up", "Run the whole stack on this machine in the foreground."),
+    "api": ("cli.api:api", "Run the HTTP API (gunicorn, gthread workers)."),
     "worker": ("cli.services:worker", "Run a Celery worker with warm models."),
     "flower": ("cli.services:flower", "Run Flower (task monitor) behind basic auth."),
     "db": ("cli.db:db", "Database schema: upgrade, downgrade, current."),
