@@ -12,12 +12,15 @@ A batch waits on its ``jobs`` row, the source of truth for its status.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import states
+from redis.client import PubSub
 
 from api.context import ApiServices
 from shared.db.models import Job
@@ -28,16 +31,54 @@ _JOB_POLL_FIRST_S = 0.05
 _JOB_POLL_MAX_S = 0.5
 
 
+_threads = threading.local()
+
+
+def _thread_pubsub(client: redis.Redis) -> PubSub:
+    """This request thread's subscription connection to ``client``'s server.
+
+    Opening a connection per request (TCP, handshake) cost more than the rest
+    of the wait; a thread serves one request at a time, so it keeps one
+    connection and only changes its subscription.
+    """
+    held: dict[int, tuple[redis.Redis, PubSub]] = _threads.__dict__.setdefault("pubsubs", {})
+    entry = held.get(id(client))
+    if entry is None or entry[0] is not client:
+        entry = (client, client.pubsub(ignore_subscribe_messages=True))
+        held[id(client)] = entry
+    return entry[1]
+
+
+def _drop_thread_pubsub(client: redis.Redis) -> None:
+    held: dict[int, tuple[redis.Redis, PubSub]] = _threads.__dict__.get("pubsubs", {})
+    entry = held.pop(id(client), None)
+    if entry is not None:
+        entry[1].close()
+
+
 class TaskWait:
     """A subscription to one task's result, opened before the task is sent."""
 
     def __init__(self, services: ApiServices, task_id: str) -> None:
         backend = services.celery.backend
-        self._client = backend.client
+        self._client: redis.Redis = backend.client
         self._key = backend.get_key_for_task(task_id)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(self._key)
+        self._channel = self._key.decode() if isinstance(self._key, bytes) else str(self._key)
+        self._pubsub = _thread_pubsub(self._client)
+        try:
+            self._pubsub.subscribe(self._key)
+        except redis.RedisError:
+            _drop_thread_pubsub(self._client)
+            raise
         self.started = False  # a worker took the task (state STARTED was seen)
+
+    def _ours(self, message: dict[str, Any] | None) -> bool:
+        if message is None or message.get("type") != "message":
+            return False
+        channel = message.get("channel")
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        # A late message for an earlier request of this thread is not ours.
+        return bool(channel == self._channel)
 
     def result(self, timeout: float) -> dict[str, Any] | None:
         """The task's result meta once it is ready, or None after ``timeout``."""
@@ -45,7 +86,7 @@ class TaskWait:
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 message = self._pubsub.get_message(timeout=remaining)
-                if message is None or message.get("type") != "message":
+                if message is None or not self._ours(message):
                     continue
                 meta = _decode(message["data"])
                 if meta.get("status") == states.STARTED:
@@ -65,7 +106,10 @@ class TaskWait:
             self.close()
 
     def close(self) -> None:
-        self._pubsub.close()
+        try:
+            self._pubsub.unsubscribe(self._key)
+        except redis.RedisError:
+            _drop_thread_pubsub(self._client)
 
 
 def _decode(raw: bytes | str) -> dict[str, Any]:

@@ -365,43 +365,89 @@ def store_results(
     return StoreOutcome(inserted, dict(counts), chunk_completed, finalized)
 
 
-def begin_single(session: Session, job_id: uuid.UUID, *, with_mask: bool) -> int:
-    """Record that a single-image request started (a job of one image) and
-    count the start; returns how many starts the image has had."""
-    session.execute(
+def _single_job(job_id: uuid.UUID, *, with_mask: bool, started_at: datetime, **values: Any) -> Any:
+    """INSERT of a single-image job (a job of one image), finished."""
+    return (
         insert(Job)
         .values(
             id=job_id,
             kind="single",
-            status="running",
             total=1,
             chunks_total=1,
             with_mask=with_mask,
-            started_at=func.now(),
+            started_at=started_at,
+            finished_at=func.now(),
+            updated_at=func.now(),
+            **values,
         )
         .on_conflict_do_nothing(index_elements=[Job.id])
     )
-    return bump_image_attempt(session, job_id, 0)
 
 
-def store_single(session: Session, job_id: uuid.UUID, record: DetectionRecord) -> DetectionRow:
-    """A single-image request is history too: store its row and finish its job."""
-    store_results(session, job_id, [record])
+def store_single(
+    session: Session,
+    job_id: uuid.UUID,
+    record: DetectionRecord,
+    *,
+    with_mask: bool,
+    started_at: datetime,
+) -> int:
+    """A single image is history too: its job, finished, and its row, in one
+    statement (a client is waiting). A retry that finds them stored keeps them
+    as they are. Returns the detection's id."""
+    outcome = record.outcome
+    job = _single_job(
+        job_id,
+        with_mask=with_mask,
+        started_at=started_at,
+        status="succeeded",
+        processed=1,
+        accepted=int(outcome == "accepted"),
+        rejected=int(outcome == "rejected"),
+        failed=int(outcome == "failed"),
+        chunks_done=1,
+        model_version=record.model_version,
+    ).cte("single_job")
+    # The row's foreign key is checked at the end of the statement, when the
+    # job of the CTE exists.
+    detection_id = session.execute(
+        insert(DetectionRow)
+        .values(job_id=job_id, **asdict(record))
+        .on_conflict_do_nothing(index_elements=[DetectionRow.job_id, DetectionRow.position])
+        .returning(DetectionRow.id)
+        .add_cte(job)
+    ).scalar_one_or_none()
+    if detection_id is not None:
+        return int(detection_id)
+    return int(
+        session.execute(
+            select(DetectionRow.id).where(
+                DetectionRow.job_id == job_id, DetectionRow.position == record.position
+            )
+        ).scalar_one()
+    )
+
+
+def refuse_single(
+    session: Session,
+    job_id: uuid.UUID,
+    *,
+    with_mask: bool,
+    started_at: datetime,
+    code: str,
+    message: str,
+) -> None:
+    """A single image that could not be decoded: a failed job, no row."""
     session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "running")
-        .values(
-            status="succeeded",
-            chunks_done=1,
-            model_version=record.model_version,
-            finished_at=func.now(),
+        _single_job(
+            job_id,
+            with_mask=with_mask,
+            started_at=started_at,
+            status="failed",
+            error_code=code,
+            error=message,
         )
     )
-    return session.execute(
-        select(DetectionRow).where(
-            DetectionRow.job_id == job_id, DetectionRow.position == record.position
-        )
-    ).scalar_one()
 
 
 # --- the janitor's queries --------------------------------------------------------------

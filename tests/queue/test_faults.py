@@ -6,6 +6,7 @@ restarting or poisoning them never touches the rest of the run.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 import uuid
@@ -19,6 +20,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from shared.db.engine import Database
+from shared.queue import create_celery_app, send_single
 from shared.settings import Settings
 from tests.paths import all_sample_images
 from tests.services import PrivateRedis
@@ -210,3 +212,41 @@ def test_poison_image_ends_as_a_failed_row_after_the_delivery_cap(
     assert failed[0].rejected and failed[0].rejection_reason is None
     assert (job.failed, job.processed) == (1, 10)
     assert "crashed its worker" in worker.log_tail(400)
+
+
+def test_poison_single_image_is_answered_as_failed_after_the_delivery_cap(
+    database: Database,
+    stack_env: dict[str, str],
+    private_redis: PrivateRedis,
+    workers_started: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    poison = all_sample_images()[3]
+    data = poison.read_bytes()
+    env = _env(
+        stack_env,
+        private_redis.url,
+        fault_crash_sha256=hashlib.sha256(data).hexdigest(),
+        max_deliveries="2",
+    )
+    worker = start_worker(env, tmp_path / "worker.log", queues="interactive")
+    workers_started.append(worker)
+    job_id = str(uuid.uuid4())
+    app = create_celery_app(_settings_for(env), private_redis.url)
+    try:
+        answer = send_single(
+            app, job_id, poison.name, with_mask=False, image_b64=base64.b64encode(data).decode()
+        ).get(timeout=240)
+    finally:
+        app.close()
+
+    assert answer == {
+        "ok": False,
+        "code": "processing_failed",
+        "message": "The image crashed the worker repeatedly.",
+    }
+    job = job_row(database, uuid.UUID(job_id))
+    rows = stored_rows(database, uuid.UUID(job_id))
+    assert (job.kind, job.status, job.failed, job.processed) == ("single", "succeeded", 1, 1)
+    assert [(row.image_ind, row.error) for row in rows] == [(poison.name, "worker_lost")]
+    assert worker.process.poll() is None, "the worker survives its pool's crashes"

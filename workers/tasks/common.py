@@ -36,11 +36,17 @@ def retry_transient(task: Any, exc: BaseException, settings_max: int) -> NoRetur
 
 def count_outcomes(state: WorkerState, records: Sequence[DetectionRecord]) -> None:
     """Feed /metrics; a Redis hiccup must not fail work already stored."""
+    count_outcome_tuples(
+        state, [(r.rejected, r.rejection_reason, r.error is not None) for r in records]
+    )
+
+
+def count_outcome_tuples(
+    state: WorkerState, outcomes: Sequence[tuple[bool, str | None, bool]]
+) -> None:
+    """``(rejected, rejection_reason, failed)`` per image, into the metrics counters."""
     try:
-        record_outcomes(
-            state.redis,
-            ((r.rejected, r.rejection_reason, r.error is not None) for r in records),
-        )
+        record_outcomes(state.redis, outcomes)
     except redis.RedisError as exc:
         log.warning("could not count outcomes: %s", exc)
 

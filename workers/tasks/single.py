@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from celery import shared_task
+import redis
+from celery import Task, shared_task
 
-from shared.jobs import begin_single, fail_job, failed_record, store_single
+from shared.jobs import failed_record, refuse_single, store_single
 from shared.queue import INTERACTIVE_HARD_LIMIT_S, INTERACTIVE_SOFT_LIMIT_S, TASK_PREDICT_SINGLE
 from shared.schemas import Detection
 from workers.faults import crash_if_poisoned
@@ -17,13 +19,32 @@ from workers.records import to_record
 from workers.state import current_state
 from workers.tasks import TRANSIENT_ERRORS
 from workers.tasks.common import (
-    count_outcomes,
+    count_outcome_tuples,
     evaluate_drift_in,
     retry_transient,
     serving_interactive,
 )
 
 log = logging.getLogger(__name__)
+
+
+_STARTS_KEY = "whales:single-starts:{job_id}"
+_STARTS_TTL_S = 3600
+
+
+def count_single_start(client: redis.Redis, job_id: str) -> int:
+    """One more start of a single image; returns how many it has had.
+
+    Counted in Redis, beside the message that is redelivered when a worker
+    dies, in one round trip: the client is waiting, and a single image has no
+    job row before its answer is stored (a chunk's deliveries, which nobody
+    waits on, are counted in Postgres).
+    """
+    key = _STARTS_KEY.format(job_id=job_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, _STARTS_TTL_S)
+    return int(pipe.execute()[0])
 
 
 def _answer(detection: Detection) -> dict[str, Any]:
@@ -34,8 +55,41 @@ def _refusal(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "message": message}
 
 
+class SingleImageTask(Task):
+    """Bookkeeping the client need not wait for runs once its answer is published.
+
+    Celery stores (and so publishes) a task's result before it calls
+    ``on_success``; the metrics counters and the drift evaluation of a single
+    image therefore run after the API already has its Detection. A failure
+    here is logged and loses nothing: the row is stored, and the next image's
+    evaluation reads the same window.
+    """
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if not (isinstance(retval, dict) and retval.get("ok")):
+            return
+        state = current_state()
+        detection = retval["detection"]
+        count_outcome_tuples(
+            state,
+            [
+                (
+                    detection["rejected"],
+                    detection.get("rejection_reason"),
+                    bool(detection.get("error")),
+                )
+            ],
+        )
+        try:
+            with state.database.session() as session:
+                evaluate_drift_in(session, state)
+        except Exception:
+            log.exception("drift evaluation after single image %s failed", task_id)
+
+
 @shared_task(
     name=TASK_PREDICT_SINGLE,
+    base=SingleImageTask,
     bind=True,
     soft_time_limit=INTERACTIVE_SOFT_LIMIT_S,
     time_limit=INTERACTIVE_HARD_LIMIT_S,
@@ -56,21 +110,20 @@ def predict_single(
     """
     state = current_state()
     job = uuid.UUID(job_id)
+    started_at = datetime.now(UTC)
     keep_blob = False  # a retry needs the image again
     try:
         data = base64.b64decode(image_b64) if image_b64 is not None else None
         if data is None:
             assert blob_ref is not None, "a single task carries bytes or a blob reference"
             data = state.blobs.read_bytes(blob_ref)
-        with state.database.session() as session:
-            attempts = begin_single(session, job, with_mask=with_mask)
-        if attempts > state.settings.max_deliveries:
+        if count_single_start(state.redis, job_id) > state.settings.max_deliveries:
             record = failed_record(
                 0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
                 worker=state.worker_name,
             )  # fmt: skip
             with state.database.session() as session:
-                store_single(session, job, record)
+                store_single(session, job, record, with_mask=with_mask, started_at=started_at)
             return _refusal("processing_failed", "The image crashed the worker repeatedly.")
 
         crash_if_poisoned(data, state.settings.fault_crash_sha256)
@@ -79,18 +132,22 @@ def predict_single(
         if result.image_error is not None:
             code, message = result.image_error, result.image_error_message or ""
             with state.database.session() as session:
-                fail_job(session, job, code=code, message=message)
+                refuse_single(
+                    session, job, with_mask=with_mask, started_at=started_at, code=code,
+                    message=message,
+                )  # fmt: skip
             return _refusal(code, message)
 
         record = to_record(result, position=0, worker=state.worker_name)
         with state.database.session() as session:
-            row = store_single(session, job, record)
-            evaluate_drift_in(session, state)
-        count_outcomes(state, [record])
+            detection_id = store_single(
+                session, job, record, with_mask=with_mask, started_at=started_at
+            )
         detection = result.detection.model_copy(
-            update={"detection_id": row.id, "image_sha256": record.image_sha256}
+            update={"detection_id": detection_id, "image_sha256": record.image_sha256}
         )
-        log.info("job %s: single image %s stored as detection %s", job_id, image_name, row.id)
+        log.info("job %s: single image %s stored as detection %s", job_id, image_name, detection_id)
+        # Metrics and drift follow in SingleImageTask.on_success, after the answer is out.
         return _answer(detection)
     except TRANSIENT_ERRORS as exc:
         keep_blob = True
