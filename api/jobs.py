@@ -122,5 +122,6 @@ def drift_view(model_version: str | None) -> Response:
     with svc.session() as session:
         stats = drift_stats(session, version, window=svc.settings.drift_window)
     response = jsonify(stats.model_dump(mode="json"))
-    response.headers["X-Model-Version"] = version
+    if version.isascii() and version.isprintable():  # never a header injection
+        response.headers["X-Model-Version"] = version
     return response

@@ -83,6 +83,8 @@ class DriftQuery(BaseModel):
     model_version: str | None = Field(
         default=None,
         max_length=200,
+        # Printable ASCII only: the version is echoed in a response header.
+        pattern=r"^[\x20-\x7e]+$",
         description="Model version to report; default: the one the workers serve.",
     )
 

@@ -219,3 +219,11 @@ def test_drift_stats_come_from_stored_rows(client: FlaskClient, worker: WorkerPr
     assert stats.headers["X-Model-Version"]
     unknown = client.get("/v1/drift-stats?model_version=never-deployed").get_json()
     assert unknown["n"] == 0
+
+
+def test_drift_stats_refuse_a_model_version_that_is_not_printable(client: FlaskClient) -> None:
+    response = client.get("/v1/drift-stats?model_version=v1%0D%0AX-Evil:%201")
+
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "validation_error"
+    assert "X-Evil" not in response.headers
