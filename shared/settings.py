@@ -74,9 +74,13 @@ class Settings(BaseSettings):
     max_uncompressed_bytes: int = Field(
         default=8192 * MIB, description="Largest uncompressed size of a whole ZIP."
     )
+    # Larger images go as a reference into the shared blob store: the upload
+    # is already a file there (a rename), which is cheaper than base64 in JSON
+    # through Redis (measured: about 3 ms less per request for a 140 kB photo).
     inline_image_bytes: int = Field(
-        default=4 * MIB,
-        description="Single images up to this size travel inside the task message.",
+        default=64 * 1024,
+        description="Single images up to this size travel inside the task message; "
+        "larger ones by reference into the shared blob store.",
     )
 
     # --- queue ------------------------------------------------------------------

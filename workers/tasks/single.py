@@ -16,7 +16,7 @@ from shared.queue import INTERACTIVE_HARD_LIMIT_S, INTERACTIVE_SOFT_LIMIT_S, TAS
 from shared.schemas import Detection
 from workers.faults import crash_if_poisoned
 from workers.records import to_record
-from workers.state import current_state
+from workers.state import WorkerState, current_state
 from workers.tasks import TRANSIENT_ERRORS
 from workers.tasks.common import (
     count_outcome_tuples,
@@ -24,6 +24,7 @@ from workers.tasks.common import (
     retry_transient,
     serving_interactive,
 )
+from workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class SingleImageTask(Task):
     Celery stores (and so publishes) a task's result before it calls
     ``on_success``; the metrics counters and the drift evaluation of a single
     image therefore run after the API already has its Detection. A failure
-    here is logged and loses nothing: the row is stored, and the next image's
-    evaluation reads the same window.
+    here is logged and loses nothing: the row is stored, and the next
+    evaluation reads the same window. Drift is evaluated at most once a
+    second per process (a burst's last image is never skipped, see
+    :mod:`workers.throttle`).
     """
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
@@ -80,11 +83,24 @@ class SingleImageTask(Task):
                 )
             ],
         )
-        try:
+        _drift_throttle(state).request()
+
+
+# Drift of single images is evaluated at most this often per worker process.
+_SINGLE_DRIFT_INTERVAL_S = 1.0
+_throttles: dict[int, Throttle] = {}
+
+
+def _drift_throttle(state: WorkerState) -> Throttle:
+    throttle = _throttles.get(id(state))
+    if throttle is None:
+
+        def evaluate() -> None:
             with state.database.session() as session:
                 evaluate_drift_in(session, state)
-        except Exception:
-            log.exception("drift evaluation after single image %s failed", task_id)
+
+        throttle = _throttles[id(state)] = Throttle(evaluate, _SINGLE_DRIFT_INTERVAL_S)
+    return throttle
 
 
 @shared_task(
