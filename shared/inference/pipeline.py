@@ -296,23 +296,33 @@ class Pipeline:
     ) -> list[ImageResult]:
         """Process a batch; one result per input, in input order. Never raises per image.
 
-        ``between_steps`` is called between stages; batch workers use it to
-        let a waiting single-image request run first.
+        ``between_steps`` is called before every forward pass and mask; batch
+        workers use it to let a waiting single-image request run first.
         """
         pause = between_steps or (lambda: None)
         items = [_Item(raw=image) for image in images]
         self._decode(items, with_mask=with_mask)
         decoded = [item for item in items if item.decoded is not None]
-        pause()
-        self._run_gate(decoded)
-        accepted = [i for i in decoded if i.gate is not None and i.gate.is_cetacean]
-        pause()
-        self._run_identifier(accepted)
-        if with_mask:
-            confident = [i for i in accepted if self._is_confident(i)]
+        # Each model stage goes one forward pass (plan.batch_size images) at a
+        # time, with a pause between passes: the same passes the models would
+        # make anyway, but a waiting interactive request gets the device after
+        # one pass instead of after a whole chunk.
+        for part in self._passes(decoded):
             pause()
-            self._run_masks(confident)
+            self._run_gate(part)
+        accepted = [i for i in decoded if i.gate is not None and i.gate.is_cetacean]
+        for part in self._passes(accepted):
+            pause()
+            self._run_identifier(part)
+        if with_mask:
+            for item in [i for i in accepted if self._is_confident(i)]:
+                pause()
+                self._run_masks([item])
         return [self._result(item) for item in items]
+
+    def _passes(self, items: list[_Item]) -> list[list[_Item]]:
+        size = max(1, self.plan.batch_size)
+        return [items[start : start + size] for start in range(0, len(items), size)]
 
     def screen(self, images: Sequence[RawImage]) -> list[GateResult]:
         """The gate alone (``whales verify``)."""

@@ -82,18 +82,16 @@ def test_low_confidence_is_rejected_with_candidates(tiny_bundle: Path, tmp_path:
         assert detection.class_animal == "" and detection.mask is None
 
 
-def test_between_steps_runs_between_stages(tiny_pipeline: Pipeline) -> None:
+def test_between_steps_runs_before_every_forward_pass_and_mask(tiny_pipeline: Pipeline) -> None:
+    size = tiny_pipeline.plan.batch_size
+    photos = [raw(p) for p in positive_photos(1)] * (size + 1)  # two passes per model
     calls: list[int] = []
-    tiny_pipeline.run(
-        [raw(p) for p in positive_photos(2)],
-        with_mask=True,
-        between_steps=lambda: calls.append(1),
-    )
-    assert len(calls) == 3  # after decode, after the gate, after identification
+
+    tiny_pipeline.run(photos, with_mask=True, between_steps=lambda: calls.append(1))
+
+    assert len(calls) == 2 + 2 + len(photos)  # gate passes, identifier passes, masks
     calls.clear()
-    tiny_pipeline.run(
-        [raw(positive_photos(1)[0])], with_mask=False, between_steps=lambda: calls.append(1)
-    )
+    tiny_pipeline.run(photos[:1], with_mask=False, between_steps=lambda: calls.append(1))
     assert len(calls) == 2
 
 
