@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from shared.inference.device import DevicePlan
+from shared.inference.onnx_options import session_options
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +98,8 @@ class OnnxRunner:
                 dynamo=False,
                 external_data=False,
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Spinning worker threads burn the cores that image decoding and the
-        # other processes on a small machine need between forward passes.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+            buffer.getvalue(), session_options(threads), providers=["CPUExecutionProvider"]
         )
         return cls(session)
 

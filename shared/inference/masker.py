@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from shared.inference.bundle import Bundle, BundleInvalid, MaskerSpec
+from shared.inference.onnx_options import session_options
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,6 @@ def scoped_environment(**values: str) -> Iterator[None]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = previous
-
-
-def _session_options(threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # Spinning threads would take the cores the next batch's decoding needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 def _providers(device: str) -> list[str]:
@@ -100,7 +88,7 @@ def new_rembg_session(model_file: Path, spec: MaskerSpec, *, threads: int, devic
         if resolved is None or Path(resolved).resolve() != model_file.resolve():
             raise BundleInvalid(f"rembg would not read {model_file} (found {resolved})")
         return new_session(
-            spec.session, sess_opts=_session_options(threads), providers=_providers(device)
+            spec.session, sess_opts=session_options(threads), providers=_providers(device)
         )
 
 
