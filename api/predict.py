@@ -48,7 +48,7 @@ from shared.blobs import single_image_ref, upload_ref
 from shared.db.models import Job
 from shared.imaging import sniff_format
 from shared.jobs import create_batch_job
-from shared.queue import TASK_PREDICT_SINGLE, send_expand
+from shared.queue import send_expand, send_single
 from shared.schemas import Detection
 
 log = logging.getLogger(__name__)
@@ -98,29 +98,23 @@ def predict_single(with_mask: bool) -> Response:
     settings = svc.settings
     upload = receive_image(svc)
     job_id = str(uuid.uuid4())
-    arguments: dict[str, Any] = {
-        "job_id": job_id,
-        "image_name": upload.filename,
-        "with_mask": with_mask,
-    }
-    blob_ref = None
+    image_b64 = blob_ref = None
     if upload.spool.size <= settings.inline_image_bytes:
-        arguments["image_b64"] = base64.b64encode(upload.spool.read_all()).decode("ascii")
+        image_b64 = base64.b64encode(upload.spool.read_all()).decode("ascii")
     else:
         blob_ref = upload.spool.keep(svc.blobs, single_image_ref(job_id)).ref
-        arguments["blob_ref"] = blob_ref
 
     timeout = settings.interactive_timeout_s
     wait = TaskWait(svc, job_id)  # subscribed before sending: no answer can be missed
     try:
-        svc.celery.send_task(
-            TASK_PREDICT_SINGLE,
-            kwargs=arguments,
-            task_id=job_id,
-            # A request nobody took in time is dropped by the worker that
-            # finally sees it: its client got a 503 long ago.
+        send_single(
+            svc.celery,
+            job_id,
+            upload.filename,
+            with_mask=with_mask,
+            image_b64=image_b64,
+            blob_ref=blob_ref,
             expires=timeout,
-            argsrepr=f"({job_id!r}, {upload.filename!r}, {upload.spool.size} bytes)",
         )
     except BaseException:
         wait.close()

@@ -125,11 +125,13 @@ def send_single(
     with_mask: bool,
     image_b64: str | None = None,
     blob_ref: str | None = None,
+    expires: float | None = None,
 ) -> AsyncResult:
     """Queue one image on ``interactive``; the bytes travel inline or as a blob reference.
 
     Monitors (Flower, events) see an argsrepr naming the image and its size,
-    never the base64 payload.
+    never the base64 payload. ``expires``: a request nobody took in time is
+    dropped by the worker that finally sees it (its client has given up).
     """
     payload = f"<{len(image_b64)} base64 chars>" if image_b64 is not None else repr(blob_ref)
     return app.send_task(
@@ -142,6 +144,7 @@ def send_single(
             "blob_ref": blob_ref,
         },
         task_id=job_id,
+        expires=expires,
         argsrepr="()",
         kwargsrepr=(
             f"{{'job_id': {job_id!r}, 'image_name': {image_name!r}, "

@@ -88,19 +88,19 @@ class SingleImageTask(Task):
 
 # Drift of single images is evaluated at most this often per worker process.
 _SINGLE_DRIFT_INTERVAL_S = 1.0
-_throttles: dict[int, Throttle] = {}
+_drift: Throttle | None = None  # made on first use, in the pool process
 
 
 def _drift_throttle(state: WorkerState) -> Throttle:
-    throttle = _throttles.get(id(state))
-    if throttle is None:
+    global _drift
+    if _drift is None:
 
         def evaluate() -> None:
             with state.database.session() as session:
                 evaluate_drift_in(session, state)
 
-        throttle = _throttles[id(state)] = Throttle(evaluate, _SINGLE_DRIFT_INTERVAL_S)
-    return throttle
+        _drift = Throttle(evaluate, _SINGLE_DRIFT_INTERVAL_S)
+    return _drift
 
 
 @shared_task(
