@@ -33,65 +33,19 @@ import argparse
 import contextlib
 import http.client
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 import zipfile
-from collections.abc import Iterator
 
 import psutil
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
+from bench.scratch import percentile, scratch_broker, scratch_database
 from shared.settings import Settings
 from tests.paths import manifest
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-@contextlib.contextmanager
-def _database(configured: str | None, data_dir: Path) -> Iterator[str]:
-    """A fresh, migrated database on the configured server, or the embedded one."""
-    from shared.db.migrate import upgrade
-
-    if not configured:
-        from shared.services.embedded_postgres import ensure_embedded_postgres
-
-        url = ensure_embedded_postgres(data_dir)
-        upgrade(url)
-        yield url
-        return
-    name = f"whales_bench_{uuid.uuid4().hex[:10]}"
-    admin = make_url(configured).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(configured).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        from shared.db.engine import close_database
-
-        close_database()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+from tests.processes import free_port, stop_process_group
 
 
 def _spawn(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -103,16 +57,6 @@ def _spawn(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.P
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _wait_ready(port: int, timeout: float = 300) -> None:
@@ -268,17 +212,15 @@ def main() -> None:
 
             make_test_bundle(work / "bundle", tiny=True, gate_threshold=0.0, min_confidence=0.0)
             env["WHALES_MODEL_DIR"] = str(work / "bundle")
-        if base.broker_url:
-            env["WHALES_BROKER_URL"] = base.broker_url
-        else:
-            from shared.services.embedded_redis import ensure_embedded_redis
-
-            env["WHALES_BROKER_URL"] = ensure_embedded_redis(work / "redis")
-        with _database(base.database_url, work / "pg") as database_url:
+        with (
+            scratch_broker(base.broker_url, work / "redis") as broker_url,
+            scratch_database(base.database_url, work / "pg") as database_url,
+        ):
+            env["WHALES_BROKER_URL"] = broker_url
             env["WHALES_DATABASE_URL"] = database_url
             os.environ.update(env)
             settings = Settings()
-            port = _free_port()
+            port = free_port()
             worker = _spawn(["worker", "--queues", "interactive,batch"], env, work / "w.log")
             api = _spawn(["api", "--port", str(port), "--workers", "1"], env, work / "a.log")
             try:
@@ -296,8 +238,8 @@ def main() -> None:
                         status, seconds = upload(port, archive, multipart)
                     uploads.append((multipart, status, seconds, sampler.peak_per_process))
             finally:
-                _stop(api)
-                _stop(worker)
+                stop_process_group(api)
+                stop_process_group(worker)
             report(options, timings, archive.stat().st_size, api_baseline, uploads)
 
 
@@ -308,9 +250,9 @@ def report(
     baseline: dict[int, int],
     uploads: list[tuple[bool, int, float, dict[int, int]]],
 ) -> None:
-    api_p50, api_p95 = _percentile(timings["api"], 0.5), _percentile(timings["api"], 0.95)
-    pipe_p50 = _percentile(timings["pipeline"], 0.5)
-    pipe_p95 = _percentile(timings["pipeline"], 0.95)
+    api_p50, api_p95 = percentile(timings["api"], 0.5), percentile(timings["api"], 0.95)
+    pipe_p50 = percentile(timings["pipeline"], 0.5)
+    pipe_p95 = percentile(timings["pipeline"], 0.95)
     overheads = [a - p for a, p in zip(timings["api"], timings["pipeline"], strict=True)]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, mask={options.mask}")
     print(f"\nsingle image, {options.requests} calls each (ms)")

@@ -38,67 +38,18 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.scratch import percentile, scratch_broker, scratch_database
 from shared.db.engine import Database
-from shared.db.migrate import upgrade
 from shared.queue import create_celery_app, send_single
 from shared.settings import Settings
 from tests.paths import manifest
 from tests.submit import numbered_copies, submit_archive, wait_for_job
 from tests.workers import WorkerProcess, service_environment, start_worker
 from tests.zips import build_zip
-
-
-@contextmanager
-def scratch_database(work: Path) -> Iterator[str]:
-    """A fresh, migrated database on the configured server or an embedded one."""
-    configured = os.environ.get("WHALES_DATABASE_URL")
-    if configured:
-        admin = make_url(configured).set(drivername="postgresql")
-    else:
-        from shared.services.embedded_postgres import ensure_embedded_postgres
-
-        admin = make_url(ensure_embedded_postgres(work / "pg")).set(drivername="postgresql")
-    name = f"whales_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = admin.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        if not configured:
-            from shared.services.embedded_postgres import stop_embedded_postgres
-
-            stop_embedded_postgres(work / "pg")
-
-
-@contextmanager
-def broker(work: Path) -> Iterator[str]:
-    configured = os.environ.get("WHALES_BROKER_URL")
-    if configured:
-        yield configured
-        return
-    from shared.services.embedded_redis import ensure_embedded_redis, stop_embedded_redis
-
-    try:
-        yield ensure_embedded_redis(work / "redis")
-    finally:
-        stop_embedded_redis(work / "redis")
 
 
 def bundle_dir(work: Path, *, tiny: bool) -> Path:
@@ -110,11 +61,6 @@ def bundle_dir(work: Path, *, tiny: bool) -> Path:
     root = work / "bundle"
     make_test_bundle(root, tiny=tiny, gate_threshold=0.0, min_confidence=0.0)
     return root
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def in_process_rate(settings: Settings, images: list[tuple[str, bytes]], *, mask: bool) -> float:
@@ -174,7 +120,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="whales-bench-") as scratch:
         work = Path(scratch)
-        with scratch_database(work) as database_url, broker(work) as broker_url:
+        with (
+            scratch_database(os.environ.get("WHALES_DATABASE_URL"), work / "pg") as database_url,
+            scratch_broker(os.environ.get("WHALES_BROKER_URL"), work / "redis") as broker_url,
+        ):
             env = service_environment(
                 database_url=database_url,
                 broker_url=broker_url,

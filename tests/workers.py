@@ -8,9 +8,7 @@ made in the test process talks to the same database, broker and blob store.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from shared.services.redis_urls import to_redis_py_url
 from shared.settings import reset_settings_cache
 from shared.worker_registry import live_workers
 from tests.paths import REPO_ROOT
+from tests.processes import kill_process_group, stop_process_group
 
 WORKER_START_TIMEOUT_S = 180
 
@@ -92,18 +91,10 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool: nothing gets to clean up or ack."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        kill_process_group(self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
+        stop_process_group(self.process)
 
 
 def start_worker(

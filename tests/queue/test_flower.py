@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ from shared.db.engine import Database
 from shared.queue import create_celery_app, send_single
 from shared.settings import get_settings
 from tests.paths import REPO_ROOT, all_sample_images
+from tests.processes import free_port
 from tests.submit import submit_archive, wait_for_job
 from tests.workers import WorkerProcess
 from tests.zips import build_zip
 
 AUTH = ("operator", "s3cret-for-tests")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _flower_command() -> list[str]:
@@ -39,7 +33,7 @@ def _flower_command() -> list[str]:
 
 @pytest.fixture
 def flower(stack_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **stack_env,

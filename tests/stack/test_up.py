@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,18 +23,13 @@ import redis
 
 from shared.services.redis_urls import to_redis_py_url
 from tests.paths import REPO_ROOT, manifest
+from tests.processes import free_port
 from tests.services import PrivateRedis
 from tests.zips import build_zip
 
 pytestmark = pytest.mark.slow
 
 UP_TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -86,7 +80,7 @@ def _processes_using(data_dir: Path) -> set[int]:
 
 
 def _start(env: dict[str, str], data_dir: Path, output: Path) -> RunningStack:
-    api_port, flower_port = _free_port(), _free_port()
+    api_port, flower_port = free_port(), free_port()
     full_env = {
         **env,
         "WHALES_DATA_DIR": str(data_dir),
