@@ -69,6 +69,14 @@ def _assert_one_row_per_image(database: Database, job_id: uuid.UUID, images: int
     assert job.total == job.processed == images
 
 
+def _submit_copies(
+    database: Database, env: dict[str, str], broker_url: str, images: int
+) -> uuid.UUID:
+    """A job of ``images`` numbered copies of the sample photos, on ``broker_url``."""
+    archive = build_zip(numbered_copies(all_sample_images(), images))
+    return submit_archive(database, _settings_for(env), archive, broker_url=broker_url)
+
+
 @pytest.fixture
 def workers_started(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
@@ -88,12 +96,7 @@ def test_worker_killed_mid_chunk_loses_and_duplicates_nothing(
     first = start_worker(env, tmp_path / "first.log", queues="batch")
     workers_started.append(first)
     images = 64
-    job_id = submit_archive(
-        database,
-        _settings_for(env),
-        build_zip(numbered_copies(all_sample_images(), images)),
-        broker_url=private_redis.url,
-    )
+    job_id = _submit_copies(database, env, private_redis.url, images)
     # Kill it while a chunk is running: some rows stored, not all.
     progressed = wait_for_progress(database, job_id, at_least=5, timeout=180)
     assert progressed.processed < images, "the job finished before the kill"
@@ -118,12 +121,7 @@ def test_broker_restart_mid_job(
     env = _env(stack_env, private_redis.url)
     workers_started.append(start_worker(env, tmp_path / "worker.log", queues="batch"))
     images = 48
-    job_id = submit_archive(
-        database,
-        _settings_for(env),
-        build_zip(numbered_copies(all_sample_images(), images)),
-        broker_url=private_redis.url,
-    )
+    job_id = _submit_copies(database, env, private_redis.url, images)
     wait_for_progress(database, job_id, at_least=4, timeout=180)
 
     private_redis.stop()  # no persistence: every queued message is gone
@@ -146,12 +144,7 @@ def test_database_refusing_connections_mid_job(
     env = _env(stack_env, private_redis.url)
     workers_started.append(start_worker(env, tmp_path / "worker.log", queues="batch"))
     images = 48
-    job_id = submit_archive(
-        database,
-        _settings_for(env),
-        build_zip(numbered_copies(all_sample_images(), images)),
-        broker_url=private_redis.url,
-    )
+    job_id = _submit_copies(database, env, private_redis.url, images)
     wait_for_progress(database, job_id, at_least=4, timeout=180)
 
     name = make_url(database.url).database
