@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -17,6 +18,7 @@ from shared.jobs import (
     record_expansion,
     register_delivery,
     store_results,
+    store_single,
 )
 
 MODEL = "effb4-arcface-test"
@@ -81,6 +83,31 @@ def test_same_chunk_stored_twice_keeps_each_row_once(clean_database: Database) -
     assert sorted(positions) == [0, 1, 2]
     assert (job.processed, job.accepted, job.rejected, job.failed) == (3, 2, 1, 0)
     assert (job.chunks_done, job.status) == (1, "running")
+
+
+def test_single_image_is_stored_once_with_its_finished_job(clean_database: Database) -> None:
+    job_id = uuid.uuid4()
+    record = _record(0)
+    started = datetime.now(UTC)
+
+    with clean_database.session() as session:
+        first = store_single(session, job_id, record, with_mask=True, started_at=started)
+    with clean_database.session() as session:  # a redelivered task stores it again
+        again = store_single(session, job_id, _record(0, rejected=True), with_mask=True,
+                             started_at=started)  # fmt: skip
+
+    assert first == again
+    with clean_database.session() as session:
+        job = session.get_one(Job, job_id)
+        rows = session.scalars(select(DetectionRow).where(DetectionRow.job_id == job_id)).all()
+    assert [(row.id, row.rejected, row.candidates) for row in rows] == [
+        (first, False, record.candidates)
+    ]
+    assert (job.kind, job.status, job.total, job.processed, job.accepted, job.rejected) == (
+        "single", "succeeded", 1, 1, 1, 0,
+    )  # fmt: skip
+    assert (job.with_mask, job.model_version, job.started_at) == (True, MODEL, started)
+    assert job.finished_at is not None
 
 
 def test_last_chunk_finalizes_exactly_once(clean_database: Database) -> None:
