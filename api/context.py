@@ -56,7 +56,7 @@ def build_services(settings: Settings) -> ApiServices:
         redis=redis.Redis.from_url(
             to_redis_py_url(broker_url), socket_timeout=5, socket_connect_timeout=3
         ),
-        celery=create_celery_app(settings, broker_url),
+        celery=create_celery_app(settings, broker_url, result_consumer=False),
         blobs=BlobStore(settings.blobs_path),
         broker_url=broker_url,
     )

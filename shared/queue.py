@@ -87,13 +87,42 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     }
 
 
-def create_celery_app(settings: Settings | None = None, broker_url: str | None = None) -> Celery:
-    """A Celery app configured for this service, with no tasks registered."""
+def create_celery_app(
+    settings: Settings | None = None,
+    broker_url: str | None = None,
+    *,
+    result_consumer: bool = True,
+) -> Celery:
+    """A Celery app configured for this service, with no tasks registered.
+
+    ``result_consumer=False`` is for a sender that never calls
+    ``AsyncResult.get()`` (the API, whose requests each wait on a subscription
+    of their own, see ``api.waiting``): see :class:`_SendOnlyCelery`.
+    """
     settings = settings or get_settings()
     broker_url = broker_url or resolve_broker_url(settings)
-    app = Celery("whales", set_as_current=False)
+    app = (Celery if result_consumer else _SendOnlyCelery)("whales", set_as_current=False)
     app.conf.update(celery_config(settings, broker_url))
     return app
+
+
+def _no_result_consumer(producer: Any, task_id: str) -> None:
+    return None
+
+
+class _SendOnlyCelery(Celery):
+    """Celery whose result backend does not follow the tasks it sends.
+
+    Celery's Redis backend subscribes a shared result consumer to every task
+    sent, for a later ``AsyncResult.get()``. A sender that never calls it
+    would pay that subscription on every send and leave a connection
+    receiving results nobody reads.
+    """
+
+    def _get_backend(self) -> Any:
+        backend = super()._get_backend()
+        backend.on_task_call = _no_result_consumer
+        return backend
 
 
 def chunk_task_id(job_id: str, chunk_index: int) -> str:
