@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any
 
+import redis
 from celery import states
 from flask import Response, jsonify, request, stream_with_context
 
@@ -48,7 +49,7 @@ from shared.blobs import single_image_ref, upload_ref
 from shared.db.models import Job
 from shared.imaging import sniff_format
 from shared.jobs import create_batch_job
-from shared.queue import send_expand, send_single
+from shared.queue import send_expand, send_single, single_starts_key
 from shared.schemas import Detection
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,28 @@ def predict_single(with_mask: bool) -> Response:
         raise
     meta = wait.result(timeout)
     if meta is None or meta.get("status") == states.REVOKED:
-        if blob_ref is not None and meta is None and not wait.started:
+        if blob_ref is not None and meta is None and not _taken(svc, job_id):
+            # The message expires unread; nobody else would delete its image.
             svc.blobs.delete(blob_ref)
         raise service_unavailable(
             f"No worker answered within {timeout:g} s; retry later.",
             retry_after_s=max(1, round(timeout)),
         )
-    return _single_answer(meta, job_id)
+    try:
+        response = _single_answer(meta, job_id)
+    except BaseException:
+        wait.forget()
+        raise
+    response.call_on_close(wait.forget)
+    return response
+
+
+def _taken(svc: ApiServices, job_id: str) -> bool:
+    """Whether a worker started the task (it counts its starts in Redis)."""
+    try:
+        return bool(svc.redis.exists(single_starts_key(job_id)))
+    except redis.RedisError:
+        return True  # unknown: keep the image rather than pull it from under a worker
 
 
 def _single_answer(meta: dict[str, Any], job_id: str) -> Response:

@@ -12,6 +12,7 @@ A batch waits on its ``jobs`` row, the source of truth for its status.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -26,6 +27,8 @@ from api.context import ApiServices
 from shared.db.models import Job
 from shared.jobs import get_job
 from shared.schemas import TERMINAL_STATUSES
+
+log = logging.getLogger(__name__)
 
 _JOB_POLL_FIRST_S = 0.05
 _JOB_POLL_MAX_S = 0.5
@@ -70,7 +73,6 @@ class TaskWait:
         except redis.RedisError:
             _drop_thread_pubsub(self._client)
             raise
-        self.started = False  # a worker took the task (state STARTED was seen)
 
     def _ours(self, message: dict[str, Any] | None) -> bool:
         if message is None or message.get("type") != "message":
@@ -81,7 +83,8 @@ class TaskWait:
         return bool(channel == self._channel)
 
     def result(self, timeout: float) -> dict[str, Any] | None:
-        """The task's result meta once it is ready, or None after ``timeout``."""
+        """The task's result meta once it is ready, or None after ``timeout``.
+        The stored result stays until :meth:`forget`."""
         deadline = time.monotonic() + timeout
         try:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -89,21 +92,26 @@ class TaskWait:
                 if message is None or not self._ours(message):
                     continue
                 meta = _decode(message["data"])
-                if meta.get("status") == states.STARTED:
-                    self.started = True
                 if meta.get("status") in states.READY_STATES:
-                    self._client.delete(self._key)
                     return meta
             # A result stored in the last instant, after the final read.
             stored = self._client.get(self._key)
             if stored is not None:
                 meta = _decode(stored)
                 if meta.get("status") in states.READY_STATES:
-                    self._client.delete(self._key)
                     return meta
             return None
         finally:
             self.close()
+
+    def forget(self) -> None:
+        """Delete the stored result (it would otherwise wait out
+        ``result_expires``). The API calls this once its answer is sent: the
+        round trip is not on the client's time."""
+        try:
+            self._client.delete(self._key)
+        except redis.RedisError:
+            log.warning("result %s not deleted; it expires by itself", self._channel)
 
     def close(self) -> None:
         try:

@@ -146,6 +146,16 @@ def send_chunk(app: Celery, job_id: str, chunk_index: int) -> None:
     )
 
 
+_SINGLE_STARTS_KEY = "whales:single-starts:{job_id}"
+
+
+def single_starts_key(job_id: str) -> str:
+    """Redis key counting the starts of one single-image task: the worker
+    counts them (a poison image is refused after too many), and the API reads
+    it to tell a request no worker took from one that is being processed."""
+    return _SINGLE_STARTS_KEY.format(job_id=job_id)
+
+
 def send_single(
     app: Celery,
     job_id: str,

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from api.app import app_services
 from shared.db.engine import Database
 from shared.db.models import DetectionRow, Job
 from tests.api.conftest import client_for
@@ -46,6 +47,25 @@ def test_single_image_answers_a_seed_detection_that_is_stored(
         "succeeded",
         response.headers["X-Job-Id"],
     )
+
+
+def test_the_answered_result_leaves_redis_once_the_response_is_sent(
+    api_app: Flask, client: FlaskClient, worker: WorkerProcess
+) -> None:
+    name, data = photos()[0]
+
+    response = post_file(client, "/v1/predict-single?mask=false", "file", name, data, "image/jpeg")
+
+    assert response.status_code == 200, response.get_json()
+    backend = app_services(api_app).celery.backend  # this thread's, as in the request
+    key = backend.get_key_for_task(response.headers["X-Job-Id"])
+    assert backend.client.exists(key)  # kept while the answer is on its way
+    response.close()  # what the WSGI server does once the body is sent
+    assert not backend.client.exists(key)
+    # The request waited on its own subscription; Celery's shared result
+    # consumer follows no task sent by the API.
+    consumer = backend.result_consumer
+    assert consumer._pubsub is None or not consumer.subscribed_to
 
 
 def test_raw_body_png_declared_as_jpeg_without_mask(
@@ -120,10 +140,10 @@ def test_predict_batch_with_masks(client: FlaskClient, worker: WorkerProcess) ->
 
 
 def test_503_with_retry_after_when_no_worker_answers(
-    make_app: Callable[..., Flask], private_redis: PrivateRedis
+    make_app: Callable[..., Flask], private_redis: PrivateRedis, stack_env: dict[str, str]
 ) -> None:
-    # A broker of its own that no worker consumes.
-    app = make_app(broker_url=private_redis.url, interactive_timeout_s=0.5)
+    # A broker of its own that no worker consumes; the image goes by blob.
+    app = make_app(broker_url=private_redis.url, interactive_timeout_s=0.5, inline_image_bytes=1024)
     client = client_for(app)
     name, data = photos()[0]
 
@@ -134,3 +154,7 @@ def test_503_with_retry_after_when_no_worker_answers(
     body = response.get_json()
     assert body["code"] == "service_unavailable"
     assert "No worker answered" in body["message"]
+    # No worker started the task: its message expires unread, so the API
+    # deletes the image it stored for it.
+    images = Path(stack_env["WHALES_DATA_DIR"]) / "blobs" / "images"
+    assert not list(images.glob("*"))

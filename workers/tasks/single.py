@@ -8,11 +8,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from celery import Task, shared_task
 
 from shared.jobs import failed_record, refuse_single, store_single
-from shared.queue import INTERACTIVE_HARD_LIMIT_S, INTERACTIVE_SOFT_LIMIT_S, TASK_PREDICT_SINGLE
+from shared.queue import (
+    INTERACTIVE_HARD_LIMIT_S,
+    INTERACTIVE_SOFT_LIMIT_S,
+    TASK_PREDICT_SINGLE,
+    single_starts_key,
+)
 from shared.schemas import Detection
 from workers.faults import crash_if_poisoned
 from workers.records import to_record
@@ -21,30 +25,32 @@ from workers.tasks import TRANSIENT_ERRORS
 from workers.tasks.common import (
     count_outcome_tuples,
     evaluate_drift_in,
+    release_interactive_lease,
     retry_transient,
-    serving_interactive,
+    take_interactive_lease,
 )
 from workers.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 
-_STARTS_KEY = "whales:single-starts:{job_id}"
 _STARTS_TTL_S = 3600
 
 
-def count_single_start(client: redis.Redis, job_id: str) -> int:
-    """One more start of a single image; returns how many it has had.
+def begin_single(state: WorkerState, job_id: str, task_id: str) -> int:
+    """Count one more start of a single image and take this device's
+    interactive lease; returns how many starts the image has had.
 
-    Counted in Redis, beside the message that is redelivered when a worker
-    dies, in one round trip: the client is waiting, and a single image has no
-    job row before its answer is stored (a chunk's deliveries, which nobody
-    waits on, are counted in Postgres).
+    Starts are counted in Redis, beside the message that is redelivered when
+    a worker dies: a single image has no job row before its answer is stored
+    (a chunk's deliveries, which nobody waits on, are counted in Postgres).
+    Both writes go in one round trip, since the client is waiting.
     """
-    key = _STARTS_KEY.format(job_id=job_id)
-    pipe = client.pipeline(transaction=True)
+    key = single_starts_key(job_id)
+    pipe = state.redis.pipeline(transaction=True)
     pipe.incr(key)
     pipe.expire(key, _STARTS_TTL_S)
+    take_interactive_lease(state, task_id, pipe)
     return int(pipe.execute()[0])
 
 
@@ -85,6 +91,13 @@ class SingleImageTask(Task):
         )
         _drift_throttle(state).request()
 
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # After the answer is published (success, refusal, failure or retry):
+        # batch work waits a few milliseconds longer, the client does not.
+        release_interactive_lease(current_state(), task_id)
+
 
 # Drift of single images is evaluated at most this often per worker process.
 _SINGLE_DRIFT_INTERVAL_S = 1.0
@@ -107,6 +120,10 @@ def _drift_throttle(state: WorkerState) -> Throttle:
     name=TASK_PREDICT_SINGLE,
     base=SingleImageTask,
     bind=True,
+    # No STARTED state: the client only waits for the answer, and publishing
+    # the state costs a round trip on its time. Whether a worker took the task
+    # is told by its starts counter (count_single_start).
+    track_started=False,
     soft_time_limit=INTERACTIVE_SOFT_LIMIT_S,
     time_limit=INTERACTIVE_HARD_LIMIT_S,
 )
@@ -133,7 +150,7 @@ def predict_single(
         if data is None:
             assert blob_ref is not None, "a single task carries bytes or a blob reference"
             data = state.blobs.read_bytes(blob_ref)
-        if count_single_start(state.redis, job_id) > state.settings.max_deliveries:
+        if begin_single(state, job_id, self.request.id) > state.settings.max_deliveries:
             record = failed_record(
                 0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
                 worker=state.worker_name,
@@ -143,8 +160,7 @@ def predict_single(
             return _refusal("processing_failed", "The image crashed the worker repeatedly.")
 
         crash_if_poisoned(data, state.settings.fault_crash_sha256)
-        with serving_interactive(state, self.request.id or job_id):
-            result = state.pipeline.run([_raw_image(image_name, data)], with_mask=with_mask)[0]
+        result = state.pipeline.run([_raw_image(image_name, data)], with_mask=with_mask)[0]
         if result.image_error is not None:
             code, message = result.image_error, result.image_error_message or ""
             with state.database.session() as session:
