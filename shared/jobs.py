@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -437,7 +437,7 @@ def _store_single_statement() -> Any:
 
 
 def store_single(
-    session: Session,
+    session: Session | Connection,
     job_id: uuid.UUID,
     record: DetectionRecord,
     *,
@@ -445,8 +445,9 @@ def store_single(
     started_at: datetime,
 ) -> int:
     """A single image is history too: its job, finished, and its row, in one
-    statement (a client is waiting). A retry that finds them stored keeps them
-    as they are. Returns the detection's id."""
+    statement (a client is waiting), which may run on an autocommit
+    connection. A retry that finds them stored keeps them as they are.
+    Returns the detection's id."""
     outcome = record.outcome
     parameters = {
         **{f.name: getattr(record, f.name) for f in fields(DetectionRecord)},

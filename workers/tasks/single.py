@@ -155,8 +155,8 @@ def predict_single(
                 0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
                 worker=state.worker_name,
             )  # fmt: skip
-            with state.database.session() as session:
-                store_single(session, job, record, with_mask=with_mask, started_at=started_at)
+            with state.database.autocommit() as connection:
+                store_single(connection, job, record, with_mask=with_mask, started_at=started_at)
             return _refusal("processing_failed", "The image crashed the worker repeatedly.")
 
         crash_if_poisoned(data, state.settings.fault_crash_sha256)
@@ -171,9 +171,9 @@ def predict_single(
             return _refusal(code, message)
 
         record = to_record(result, position=0, worker=state.worker_name)
-        with state.database.session() as session:
+        with state.database.autocommit() as connection:
             detection_id = store_single(
-                session, job, record, with_mask=with_mask, started_at=started_at
+                connection, job, record, with_mask=with_mask, started_at=started_at
             )
         detection = result.detection.model_copy(
             update={"detection_id": detection_id, "image_sha256": record.image_sha256}
