@@ -1,8 +1,8 @@
 """Receiving uploads: streamed to the blob store's disk, never whole in memory.
 
 Werkzeug's multipart parser asks the request for a stream per file part; ours
-(:class:`Spool`) is a temporary file inside the blob store, hashed and
-size-capped as the bytes arrive. A finished upload then becomes a blob by a
+(:class:`Spool`) is a temporary file inside the blob store, size-capped as
+the bytes arrive. A finished upload then becomes a blob by a
 rename on the same filesystem. A raw request body (``Content-Type:
 image/jpeg`` or ``application/zip`` without multipart) goes into a spool the
 same way, block by block. Whatever is not kept is deleted when the request
@@ -15,7 +15,6 @@ stops a file part that passes its own cap.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ class Spool:
     """A file being received into the blob store's filesystem.
 
     It speaks enough of the file protocol for werkzeug's parser (write, seek,
-    read) and counts, hashes and keeps the first bytes as data arrives.
+    read), and counts the bytes and keeps the first ones as data arrives.
     """
 
     def __init__(self, store: BlobStore, max_bytes: int) -> None:
@@ -51,7 +50,6 @@ class Spool:
         self.max_bytes = max_bytes
         self.size = 0
         self.head = b""
-        self._digest = hashlib.sha256()
         self._kept = False
         self._closed = False
 
@@ -63,7 +61,6 @@ class Spool:
             raise RequestEntityTooLarge(f"the upload passes {self.max_bytes} bytes")
         if len(self.head) < _HEAD_BYTES:
             self.head += bytes(data[: _HEAD_BYTES - len(self.head)])
-        self._digest.update(data)
         return self._file.write(data)
 
     def read(self, size: int = -1) -> bytes:
@@ -103,10 +100,6 @@ class Spool:
             self.path.unlink(missing_ok=True)
 
     # --- what the views use ------------------------------------------------------
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
-
     def read_all(self) -> bytes:
         """The whole content; only for uploads capped small (single images)."""
         self._file.flush()
@@ -117,7 +110,7 @@ class Spool:
         """Make the upload the blob ``ref`` (a rename, no copy)."""
         self._file.flush()
         self._file.close()
-        blob = store.adopt(self.path, ref, size=self.size, sha256=self.sha256)
+        blob = store.adopt(self.path, ref, size=self.size)
         self._kept = True
         self._closed = True
         return blob

@@ -1,31 +1,22 @@
 """The blob store: uploads on a directory that API and workers share.
 
 References stored in the database are paths relative to the store's root, so
-the shared volume may be mounted anywhere. Writes stream in blocks and land
-atomically (temporary file, then rename), so a worker never sees half a file.
+the shared volume may be mounted anywhere. Writes land atomically (temporary
+file, then rename), so a worker never sees half a file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-_BLOCK = 1 << 20
-
-
-class BlobTooLarge(Exception):
-    """The stream passed the size limit; nothing was kept."""
 
 
 @dataclass(frozen=True)
 class StoredBlob:
     ref: str
     size: int
-    sha256: str
 
 
 class BlobStore:
@@ -45,38 +36,17 @@ class BlobStore:
         directory.mkdir(parents=True, exist_ok=True)
         return tempfile.NamedTemporaryFile(dir=directory, prefix=".incoming-", delete=False)
 
-    def save_stream(self, stream: BinaryIO, ref: str, *, max_bytes: int) -> StoredBlob:
-        """Copy a stream into the store under ``ref``, hashing as it goes."""
-        kind = ref.split("/", 1)[0]
-        digest = hashlib.sha256()
-        size = 0
-        with self.temporary_file(kind) as handle:
-            try:
-                while block := stream.read(_BLOCK):
-                    size += len(block)
-                    if size > max_bytes:
-                        raise BlobTooLarge(f"more than {max_bytes} bytes")
-                    digest.update(block)
-                    handle.write(block)
-            except BaseException:
-                handle.close()
-                Path(handle.name).unlink(missing_ok=True)
-                raise
-        return self.adopt(Path(handle.name), ref, size=size, sha256=digest.hexdigest())
-
-    def adopt(self, temporary: Path, ref: str, *, size: int, sha256: str) -> StoredBlob:
+    def adopt(self, temporary: Path, ref: str, *, size: int) -> StoredBlob:
         """Move a finished temporary file of the store into place."""
         target = self.path(ref)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary.replace(target)
-        return StoredBlob(ref, size, sha256)
+        return StoredBlob(ref, size)
 
     def save_bytes(self, data: bytes, ref: str) -> StoredBlob:
         with self.temporary_file(ref.split("/", 1)[0]) as handle:
             handle.write(data)
-        return self.adopt(
-            Path(handle.name), ref, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-        )
+        return self.adopt(Path(handle.name), ref, size=len(data))
 
     def read_bytes(self, ref: str) -> bytes:
         return self.path(ref).read_bytes()
