@@ -150,7 +150,7 @@ def predict_single(
         if data is None:
             assert blob_ref is not None, "a single task carries bytes or a blob reference"
             data = state.blobs.read_bytes(blob_ref)
-        if begin_single(state, job_id, self.request.id) > state.settings.max_deliveries:
+        if begin_single(state, job_id, self.request.id or job_id) > state.settings.max_deliveries:
             record = failed_record(
                 0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
                 worker=state.worker_name,
