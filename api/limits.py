@@ -13,7 +13,10 @@ has spent its predictions can still collect them.
 
 from __future__ import annotations
 
-from flask import Flask, Response, g
+import logging
+
+import redis
+from flask import Flask, Response, current_app, g
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -21,6 +24,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api.errors import DETAIL_RATE_LIMITED, error_response
 from shared.services.redis_urls import to_limits_url
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREDICT_SCOPE = "predict"
 JOBS_SCOPE = "jobs"
@@ -49,6 +54,22 @@ def _keep_own_retry_after(response: Response) -> Response:
     else:
         response.headers.pop("Retry-After", None)
     return response
+
+
+def read_window_ahead() -> None:
+    """Read this request's rate-limit window now, while the request waits on
+    something else anyway (a worker): the X-RateLimit headers are then made
+    from it without a Redis round trip after the answer has arrived.
+    flask-limiter keeps the window it read on the request's limit."""
+    limiter: Limiter | None = current_app.extensions.get("whales_limiter")
+    limit = limiter.current_limit if limiter is not None and limiter.enabled else None
+    if limit is None:
+        return
+    try:
+        limit.remaining  # noqa: B018  (read for its side effect: the cached window)
+    except redis.RedisError as exc:
+        # Like the limiter itself (swallow_errors): no headers, no failure.
+        log.warning("rate-limit window not read: %s", exc)
 
 
 def create_limiter(app: Flask, settings: Settings, broker_url: str) -> Limiter:

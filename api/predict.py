@@ -28,6 +28,7 @@ from api.errors import (
     undecodable_image,
     unsupported_image_type,
 )
+from api.limits import read_window_ahead
 from api.results import detections_json_array, job_document
 from api.uploads import (
     Upload,
@@ -120,6 +121,7 @@ def predict_single(with_mask: bool) -> Response:
     except BaseException:
         wait.close()
         raise
+    read_window_ahead()  # while the worker computes
     meta = wait.result(timeout)
     if meta is None or meta.get("status") == states.REVOKED:
         if blob_ref is not None and meta is None and not _taken(svc, job_id):

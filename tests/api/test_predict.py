@@ -33,6 +33,12 @@ def test_single_image_answers_a_seed_detection_that_is_stored(
     response = post_file(client, f"{prefix}/predict-single", "file", name, data, "image/jpeg")
 
     assert response.status_code == 200, response.get_json()
+    # The client's first prediction: its rate-limit window, read while the
+    # worker computed, counts this request.
+    assert (response.headers["X-RateLimit-Limit"], response.headers["X-RateLimit-Remaining"]) == (
+        "60",
+        "59",
+    )
     body = response.get_json()
     detection = validate_seed_detection(body)
     assert detection.image_ind == name
