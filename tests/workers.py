@@ -133,6 +133,12 @@ def stack_env(
         broker_url=broker_url,
         bundle=tiny_bundle,
         data_dir=tmp_path_factory.mktemp("stack-data"),
+        # The run's shared worker must not adopt the chunks of tests that run
+        # workers of their own on private brokers over the same database: its
+        # janitor would re-send a chunk that waits on a restarting pool process
+        # to its own broker, and a worker without that test's settings would
+        # process it. The janitor's tests start workers of their own.
+        stale_chunk_s="3600",
     )
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
