@@ -366,10 +366,12 @@ def store_results(
     return StoreOutcome(inserted, dict(counts), chunk_completed, finalized)
 
 
-def _single_job(job_id: uuid.UUID, *, with_mask: bool, started_at: datetime, **values: Any) -> Any:
-    """INSERT of a single-image job (a job of one image), finished."""
+def _single_job(job_id: Any, *, with_mask: Any, started_at: Any, **values: Any) -> Any:
+    """INSERT of a single-image job (a job of one image), finished. Values may
+    be literals or bound parameters."""
+    jobs = cast(Table, Job.__table__)
     return (
-        insert(Job)
+        insert(jobs)
         .values(
             id=job_id,
             kind="single",
@@ -381,7 +383,7 @@ def _single_job(job_id: uuid.UUID, *, with_mask: bool, started_at: datetime, **v
             updated_at=func.now(),
             **values,
         )
-        .on_conflict_do_nothing(index_elements=[Job.id])
+        .on_conflict_do_nothing(index_elements=[jobs.c.id])
     )
 
 
@@ -400,27 +402,16 @@ def _store_single_statement() -> Any:
     ``with_mask``, ``started_at`` and ``job_<counter>``.
     """
     jobs, detections = cast(Table, Job.__table__), cast(Table, DetectionRow.__table__)
-    job = (
-        insert(jobs)
-        .values(
-            id=bindparam("job_id", type_=jobs.c.id.type),
-            kind="single",
-            total=1,
-            chunks_total=1,
-            with_mask=bindparam("with_mask", type_=jobs.c.with_mask.type),
-            started_at=bindparam("started_at", type_=jobs.c.started_at.type),
-            finished_at=func.now(),
-            updated_at=func.now(),
-            model_version=bindparam("model_version", type_=jobs.c.model_version.type),
-            error=None,
-            **{
-                name: bindparam(f"job_{name}", type_=jobs.c[name].type)
-                for name in _SINGLE_JOB_COUNTERS
-            },
-        )
-        .on_conflict_do_nothing(index_elements=[jobs.c.id])
-        .cte("single_job")
-    )
+    job = _single_job(
+        bindparam("job_id", type_=jobs.c.id.type),
+        with_mask=bindparam("with_mask", type_=jobs.c.with_mask.type),
+        started_at=bindparam("started_at", type_=jobs.c.started_at.type),
+        model_version=bindparam("model_version", type_=jobs.c.model_version.type),
+        error=None,
+        **{
+            name: bindparam(f"job_{name}", type_=jobs.c[name].type) for name in _SINGLE_JOB_COUNTERS
+        },
+    ).cte("single_job")
     row_values = {
         name: bindparam(name, type_=detections.c[name].type)
         for name in (f.name for f in fields(DetectionRecord))
