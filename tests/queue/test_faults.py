@@ -59,7 +59,11 @@ def _settings_for(env: dict[str, str]) -> Settings:
     )
 
 
-def _assert_one_row_per_image(database: Database, job_id: uuid.UUID, images: int) -> None:
+def _assert_finishes_with_one_row_per_image(
+    database: Database, job_id: uuid.UUID, images: int
+) -> None:
+    job = wait_for_job(database, job_id, timeout=300)
+    assert job.status == "succeeded"
     rows = stored_rows(database, job_id)
     positions = Counter(row.position for row in rows)
     assert len(rows) == images
@@ -75,6 +79,23 @@ def _submit_copies(
     """A job of ``images`` numbered copies of the sample photos, on ``broker_url``."""
     archive = build_zip(numbered_copies(all_sample_images(), images))
     return submit_archive(database, _settings_for(env), archive, broker_url=broker_url)
+
+
+def _job_under_way(
+    database: Database,
+    stack_env: dict[str, str],
+    private_redis: PrivateRedis,
+    workers_started: list[WorkerProcess],
+    tmp_path: Path,
+    images: int,
+) -> uuid.UUID:
+    """A batch worker on the private broker, and a job of ``images`` copies
+    that has stored its first rows."""
+    env = _env(stack_env, private_redis.url)
+    workers_started.append(start_worker(env, tmp_path / "worker.log", queues="batch"))
+    job_id = _submit_copies(database, env, private_redis.url, images)
+    wait_for_progress(database, job_id, at_least=4, timeout=180)
+    return job_id
 
 
 @pytest.fixture
@@ -105,10 +126,7 @@ def test_worker_killed_mid_chunk_loses_and_duplicates_nothing(
 
     second = start_worker(env, tmp_path / "second.log", queues="batch")
     workers_started.append(second)
-    job = wait_for_job(database, job_id, timeout=300)
-
-    assert job.status == "succeeded"
-    _assert_one_row_per_image(database, job_id, images)
+    _assert_finishes_with_one_row_per_image(database, job_id, images)
 
 
 def test_broker_restart_mid_job(
@@ -118,19 +136,14 @@ def test_broker_restart_mid_job(
     workers_started: list[WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    env = _env(stack_env, private_redis.url)
-    workers_started.append(start_worker(env, tmp_path / "worker.log", queues="batch"))
     images = 48
-    job_id = _submit_copies(database, env, private_redis.url, images)
-    wait_for_progress(database, job_id, at_least=4, timeout=180)
+    job_id = _job_under_way(database, stack_env, private_redis, workers_started, tmp_path, images)
 
     private_redis.stop()  # no persistence: every queued message is gone
     time.sleep(3)
     private_redis.start()
 
-    job = wait_for_job(database, job_id, timeout=300)
-    assert job.status == "succeeded"
-    _assert_one_row_per_image(database, job_id, images)
+    _assert_finishes_with_one_row_per_image(database, job_id, images)
 
 
 def test_database_refusing_connections_mid_job(
@@ -141,11 +154,8 @@ def test_database_refusing_connections_mid_job(
     pg_admin_url: str,
     tmp_path: Path,
 ) -> None:
-    env = _env(stack_env, private_redis.url)
-    workers_started.append(start_worker(env, tmp_path / "worker.log", queues="batch"))
     images = 48
-    job_id = _submit_copies(database, env, private_redis.url, images)
-    wait_for_progress(database, job_id, at_least=4, timeout=180)
+    job_id = _job_under_way(database, stack_env, private_redis, workers_started, tmp_path, images)
 
     name = make_url(database.url).database
     assert name
@@ -168,9 +178,7 @@ def test_database_refusing_connections_mid_job(
                 )
             )
 
-    job = wait_for_job(database, job_id, timeout=300)
-    assert job.status == "succeeded"
-    _assert_one_row_per_image(database, job_id, images)
+    _assert_finishes_with_one_row_per_image(database, job_id, images)
 
 
 def test_poison_image_ends_as_a_failed_row_after_the_delivery_cap(
