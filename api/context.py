@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.blobs import BlobStore
 from shared.db.engine import Database
-from shared.queue import create_celery_app
+from shared.queue import SendOnlyCelery, create_celery_app
 from shared.services import resolve_broker_url, resolve_database_url, to_redis_py_url
 from shared.settings import Settings
 
@@ -56,7 +56,7 @@ def build_services(settings: Settings) -> ApiServices:
         redis=redis.Redis.from_url(
             to_redis_py_url(broker_url), socket_timeout=5, socket_connect_timeout=3
         ),
-        celery=create_celery_app(settings, broker_url, result_consumer=False),
+        celery=create_celery_app(settings, broker_url, app_class=SendOnlyCelery),
         blobs=BlobStore(settings.blobs_path),
         broker_url=broker_url,
     )

@@ -91,17 +91,16 @@ def create_celery_app(
     settings: Settings | None = None,
     broker_url: str | None = None,
     *,
-    result_consumer: bool = True,
+    app_class: type[Celery] = Celery,
 ) -> Celery:
     """A Celery app configured for this service, with no tasks registered.
 
-    ``result_consumer=False`` is for a sender that never calls
-    ``AsyncResult.get()`` (the API, whose requests each wait on a subscription
-    of their own, see ``api.waiting``): see :class:`_SendOnlyCelery`.
+    ``app_class`` tunes the result backend for one side: :class:`SendOnlyCelery`
+    for the API, the worker's own class for the workers.
     """
     settings = settings or get_settings()
     broker_url = broker_url or resolve_broker_url(settings)
-    app = (Celery if result_consumer else _SendOnlyCelery)("whales", set_as_current=False)
+    app = app_class("whales", set_as_current=False)
     app.conf.update(celery_config(settings, broker_url))
     return app
 
@@ -110,8 +109,10 @@ def _no_result_consumer(producer: Any, task_id: str) -> None:
     return None
 
 
-class _SendOnlyCelery(Celery):
-    """Celery whose result backend does not follow the tasks it sends.
+class SendOnlyCelery(Celery):
+    """Celery whose result backend does not follow the tasks it sends: for a
+    sender that never calls ``AsyncResult.get()`` (the API, whose requests
+    each wait on a subscription of their own, see ``api.waiting``).
 
     Celery's Redis backend subscribes a shared result consumer to every task
     sent, for a later ``AsyncResult.get()``. A sender that never calls it

@@ -24,8 +24,24 @@ TASK_MODULES = ("workers.tasks.single", "workers.tasks.batch")
 PROCESS_INIT_TIMEOUT_S = 600
 
 
+class WorkerCelery(Celery):
+    """The workers' Celery: results stored in one round trip
+    (:mod:`workers.result_store`)."""
+
+    def _get_backend(self) -> Any:
+        from celery.app.backends import by_url
+        from celery.backends.redis import RedisBackend
+
+        from workers.result_store import OneTripRedisBackend
+
+        backend_class, url = by_url(self.conf.result_backend, self.loader)
+        if backend_class is RedisBackend:
+            return OneTripRedisBackend(app=self, url=url)
+        return super()._get_backend()
+
+
 def create_worker_app() -> Celery:
-    app = create_celery_app()
+    app = create_celery_app(app_class=WorkerCelery)
     app.conf.update(
         include=list(TASK_MODULES),
         worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
