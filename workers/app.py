@@ -45,6 +45,8 @@ def create_worker_app() -> Celery:
     app.conf.update(
         include=list(TASK_MODULES),
         worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
+        # Task events are published while the task runs, not before it starts.
+        worker_consumer="workers.consumer:DeferredEventsConsumer",
     )
     _connect_signals()
     return app
