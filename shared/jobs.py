@@ -465,7 +465,7 @@ def store_single(
 
 
 def refuse_single(
-    session: Session,
+    session: Session | Connection,
     job_id: uuid.UUID,
     *,
     with_mask: bool,

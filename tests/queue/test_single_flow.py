@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from shared.blobs import BlobStore, single_image_ref
 from shared.db.engine import Database
 from shared.db.models import DetectionRow, Job
-from shared.queue import create_celery_app, send_single
+from shared.queue import create_celery_app, send_single, single_starts_key
 from shared.schemas import Detection
 from shared.settings import get_settings
 from shared.worker_registry import live_workers
@@ -55,6 +56,33 @@ def test_single_image_returns_and_stores_a_detection(
     assert row.id == detection.detection_id
     assert row.class_animal == detection.class_animal
     assert row.image_sha256 == detection.image_sha256
+
+
+def test_a_first_delivery_counts_its_start_and_releases_its_lease(
+    database: Database, worker: WorkerProcess, redis_client: redis.Redis
+) -> None:
+    photo = next(p for p in manifest() if p.label == "cetacean").path
+    job_id = str(uuid.uuid4())
+
+    answer = _predict(job_id, photo.name, image_b64=base64.b64encode(photo.read_bytes()).decode())
+
+    assert answer["ok"] is True
+    # Its count was read only after the models ran, but it was sent before.
+    assert redis_client.get(single_starts_key(job_id)) == b"1"
+    assert 0 < redis_client.ttl(single_starts_key(job_id)) <= 3600
+    # The lease that paused batch work goes once the answer is out.
+    deadline = time.monotonic() + 10
+    while _leases_held_by(redis_client, job_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _leases_held_by(redis_client, job_id)
+
+
+def _leases_held_by(client: redis.Redis, task_id: str) -> list[bytes]:
+    return [
+        key
+        for key in client.scan_iter(match="whales:interactive:*")
+        if client.zscore(key, task_id) is not None
+    ]
 
 
 def test_large_single_image_travels_as_a_blob_reference(

@@ -79,13 +79,13 @@ def _priority_key(state: WorkerState) -> str:
     return _PRIORITY_KEY.format(scope=state.settings.priority_scope or state.info.hostname)
 
 
-def take_interactive_lease(state: WorkerState, task_id: str, pipe: Any) -> None:
-    """Queue on ``pipe`` (a Redis pipeline) the announcement of an interactive
-    request on this device, so batch work on the same device pauses between
-    model steps until it is released. The caller's pipeline saves a round
-    trip on the client's time. A lease not released (a crashed worker)
-    lapses after ``_PRIORITY_LEASE_S``."""
-    pipe.zadd(_priority_key(state), {task_id: time.time() + _PRIORITY_LEASE_S})
+def interactive_lease(state: WorkerState, task_id: str) -> tuple[Any, ...]:
+    """The Redis command that announces an interactive request on this
+    device, so batch work on the same device pauses between model steps until
+    it is released. The caller sends it with its own commands, saving a round
+    trip on the client's time. A lease not released (a crashed worker) lapses
+    after ``_PRIORITY_LEASE_S``."""
+    return ("ZADD", _priority_key(state), time.time() + _PRIORITY_LEASE_S, task_id)
 
 
 def release_interactive_lease(state: WorkerState, task_id: str) -> None:

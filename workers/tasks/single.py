@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task, shared_task
+from sqlalchemy import Connection
 
 from shared.jobs import failed_record, refuse_single, store_single
 from shared.queue import (
@@ -20,14 +21,15 @@ from shared.queue import (
 from shared.schemas import Detection
 from workers.faults import crash_if_poisoned
 from workers.records import to_record
+from workers.redis_replies import SentCommands
 from workers.state import WorkerState, current_state
 from workers.tasks import TRANSIENT_ERRORS
 from workers.tasks.common import (
     count_outcome_tuples,
     evaluate_drift_in,
+    interactive_lease,
     release_interactive_lease,
     retry_transient,
-    take_interactive_lease,
 )
 from workers.throttle import Throttle
 
@@ -37,21 +39,26 @@ log = logging.getLogger(__name__)
 _STARTS_TTL_S = 3600
 
 
-def begin_single(state: WorkerState, job_id: str, task_id: str) -> int:
+def begin_single(state: WorkerState, job_id: str, task_id: str) -> SentCommands:
     """Count one more start of a single image and take this device's
-    interactive lease; returns how many starts the image has had.
+    interactive lease, in one send; the caller reads the start count from its
+    replies (the first is the count) when it needs it.
 
     Starts are counted in Redis, beside the message that is redelivered when
     a worker dies: a single image has no job row before its answer is stored
     (a chunk's deliveries, which nobody waits on, are counted in Postgres).
-    Both writes go in one round trip, since the client is waiting.
     """
     key = single_starts_key(job_id)
-    pipe = state.redis.pipeline(transaction=True)
-    pipe.incr(key)
-    pipe.expire(key, _STARTS_TTL_S)
-    take_interactive_lease(state, task_id, pipe)
-    return int(pipe.execute()[0])
+    return SentCommands(
+        state.redis,
+        ("INCR", key),
+        ("EXPIRE", key, _STARTS_TTL_S),
+        interactive_lease(state, task_id),
+    )
+
+
+def start_count(started: SentCommands) -> int:
+    return int(started.replies()[0])
 
 
 def _answer(detection: Detection) -> dict[str, Any]:
@@ -150,28 +157,34 @@ def predict_single(
         if data is None:
             assert blob_ref is not None, "a single task carries bytes or a blob reference"
             data = state.blobs.read_bytes(blob_ref)
-        if begin_single(state, job_id, self.request.id or job_id) > state.settings.max_deliveries:
-            record = failed_record(
-                0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
-                worker=state.worker_name,
-            )  # fmt: skip
-            with state.database.autocommit() as connection:
-                store_single(connection, job, record, with_mask=with_mask, started_at=started_at)
-            return _refusal("processing_failed", "The image crashed the worker repeatedly.")
-
-        crash_if_poisoned(data, state.settings.fault_crash_sha256)
-        result = state.pipeline.run([_raw_image(image_name, data)], with_mask=with_mask)[0]
-        if result.image_error is not None:
-            code, message = result.image_error, result.image_error_message or ""
-            with state.database.session() as session:
+        # The row's connection is checked out (and pinged) while the start
+        # count is on its way, not after the models have run: the client
+        # waits one round trip less.
+        with (
+            begin_single(state, job_id, self.request.id or job_id) as started,
+            state.database.autocommit() as connection,
+        ):
+            # Only a delivery the broker redelivers can follow a crash: it waits
+            # for its count before it runs. A first delivery reads its count
+            # once the models have run, so that round trip is not on the
+            # client's time either (the count reached Redis when it was sent).
+            redelivered = _redelivered(self.request)
+            if redelivered and start_count(started) > state.settings.max_deliveries:
+                return _refuse_crashing_image(
+                    connection, state, job, image_name, with_mask, started_at
+                )
+            crash_if_poisoned(data, state.settings.fault_crash_sha256)
+            result = state.pipeline.run([_raw_image(image_name, data)], with_mask=with_mask)[0]
+            if not redelivered:
+                start_count(started)  # a Redis error surfaces here, as a transient one
+            if result.image_error is not None:
+                code, message = result.image_error, result.image_error_message or ""
                 refuse_single(
-                    session, job, with_mask=with_mask, started_at=started_at, code=code,
+                    connection, job, with_mask=with_mask, started_at=started_at, code=code,
                     message=message,
                 )  # fmt: skip
-            return _refusal(code, message)
-
-        record = to_record(result, position=0, worker=state.worker_name)
-        with state.database.autocommit() as connection:
+                return _refusal(code, message)
+            record = to_record(result, position=0, worker=state.worker_name)
             detection_id = store_single(
                 connection, job, record, with_mask=with_mask, started_at=started_at
             )
@@ -187,6 +200,30 @@ def predict_single(
     finally:
         if blob_ref is not None and not keep_blob:
             state.blobs.delete(blob_ref)
+
+
+def _refuse_crashing_image(
+    connection: Connection,
+    state: WorkerState,
+    job: uuid.UUID,
+    image_name: str,
+    with_mask: bool,
+    started_at: datetime,
+) -> dict[str, Any]:
+    """The delivery cap is reached: store a failed row instead of running the
+    image again."""
+    record = failed_record(
+        0, image_name, error="worker_lost", model_version=state.pipeline.model_version,
+        worker=state.worker_name,
+    )  # fmt: skip
+    store_single(connection, job, record, with_mask=with_mask, started_at=started_at)
+    return _refusal("processing_failed", "The image crashed the worker repeatedly.")
+
+
+def _redelivered(request: Any) -> bool:
+    """Whether the broker delivers this message again (its worker died, or it
+    sat unacknowledged past the visibility timeout)."""
+    return bool((request.delivery_info or {}).get("redelivered"))
 
 
 def _raw_image(name: str, data: bytes) -> Any:
