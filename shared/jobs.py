@@ -19,8 +19,10 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from shared.db.driver_statement import DriverStatement
 from shared.db.models import DetectionRow, ImageAttempt, Job, JobChunk
 from shared.schemas import TERMINAL_STATUSES
 
@@ -427,6 +429,11 @@ def _store_single_statement() -> Any:
     )
 
 
+@functools.cache
+def _store_single_driver(dialect: Dialect) -> DriverStatement:
+    return DriverStatement.compile(_store_single_statement(), dialect)
+
+
 def store_single(
     session: Session | Connection,
     job_id: uuid.UUID,
@@ -436,9 +443,9 @@ def store_single(
     started_at: datetime,
 ) -> int:
     """A single image is history too: its job, finished, and its row, in one
-    statement (a client is waiting), which may run on an autocommit
-    connection. A retry that finds them stored keeps them as they are.
-    Returns the detection's id."""
+    statement (a client is waiting, see :mod:`shared.db.driver_statement`),
+    which may run on an autocommit connection. A retry that finds them stored
+    keeps them as they are. Returns the detection's id."""
     outcome = record.outcome
     parameters = {
         **{f.name: getattr(record, f.name) for f in fields(DetectionRecord)},
@@ -452,7 +459,8 @@ def store_single(
         "job_failed": int(outcome == "failed"),
         "job_chunks_done": 1,
     }
-    detection_id = session.execute(_store_single_statement(), parameters).scalar_one_or_none()
+    connection = session.connection() if isinstance(session, Session) else session
+    detection_id = _store_single_driver(connection.dialect).first_column(connection, parameters)
     if detection_id is not None:
         return int(detection_id)
     return int(
