@@ -24,6 +24,7 @@ import flask
 from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api.multipart import StreamingFormDataParser
 from shared.blobs import BlobStore, StoredBlob
 
 _BLOCK = 1 << 20
@@ -118,6 +119,8 @@ class Spool:
 
 class UploadRequest(flask.Request):
     """A request whose file parts stream into spools in the blob store."""
+
+    form_data_parser_class = StreamingFormDataParser
 
     def _get_file_stream(
         self,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any, Literal
 
 from flask.testing import FlaskClient
 from pydantic import BaseModel, ConfigDict
+from urllib3 import encode_multipart_formdata
 from werkzeug.test import TestResponse
 
 from shared.schemas import TERMINAL_STATUSES
@@ -68,19 +68,12 @@ def post_file(
     content_type: str | None,
     headers: dict[str, str] | None = None,
 ) -> TestResponse:
-    """A multipart upload of one file part with the given declared type."""
-    part: Any = (
-        (io.BytesIO(data), name)
-        if content_type is None
-        else (
-            io.BytesIO(data),
-            name,
-            content_type,
-        )
-    )
-    return client.post(
-        url, data={field: part}, content_type="multipart/form-data", headers=headers or {}
-    )
+    """A multipart upload of one file part with the given declared type,
+    encoded as the requests library encodes it (urllib3); no declared type
+    means the one guessed from the file name."""
+    part = (name, data) if content_type is None else (name, data, content_type)
+    body, multipart_type = encode_multipart_formdata({field: part})
+    return client.post(url, data=body, content_type=multipart_type, headers=headers or {})
 
 
 def wait_for_status(client: FlaskClient, location: str, timeout: float = 180.0) -> dict[str, Any]:
