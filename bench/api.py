@@ -17,18 +17,25 @@ Postgres and Redis in a temporary directory; WHALES_MODEL_DIR names the model
 bundle, else a tiny random-weight bundle is built.
 
 Where the single-image overhead goes on a 2-core machine (timestamps taken
-in each process): HTTP through gunicorn ~1 ms, the rate limiter's Redis call
-and parameter validation ~1 ms, the multipart upload ~1 ms, sending the
-task ~0.8 ms, broker to worker to pool process ~1.3 ms, the starts counter
-~0.4 ms, the stored row ~1.5 ms, the result back to the API ~1 ms. Taken off
-the path so far: building the row's INSERT per call, BEGIN/COMMIT, the
-STARTED state, Celery's own result subscription per send, the result's
-deletion and the lease release (after the answer now), the rate-limit
-window for the response headers (read while the worker computes),
-per-request JSON schemas of the parameter models, and hashing uploads nobody
-read the hash of. The overhead scales with the machine: while the host ran
-30 to 50% slower (the in-process pipeline at 7 to 8 ms instead of 5.5), it
-was 13.6 to 18 ms instead of 12.5 to 13.1.
+in each process, p50 of 300 calls, while the host ran slow): HTTP into the
+app ~0.8 ms, the rate limiter's Redis call ~0.6, the multipart upload ~0.8,
+keeping it and subscribing ~0.3, sending the task ~1.0, broker to worker to
+pool process ~1.4, the start count and the row's connection ~0.9, the stored
+row ~1.8, the result back to the API ~1.2, the answer out ~1.1. Each is
+mostly one process waking another: after a few idle milliseconds a round
+trip on this machine costs ~0.5 ms instead of ~0.15. Taken off the path so
+far: building the row's INSERT per call and SQLAlchemy's execution layer for
+it (the statement is compiled once and run on the driver's connection),
+BEGIN/COMMIT, the STARTED state, Celery's own result subscription per send,
+Celery's read of the result key before writing it (one script instead), the
+task-received event's publish before the pool process gets the task (events
+are flushed while it runs), waiting for the start count on a first delivery,
+the result's deletion and the lease release (after the answer now), the
+rate-limit window for the response headers (read while the worker
+computes), per-request JSON schemas of the parameter models, werkzeug's
+per-boundary regular expressions (python-multipart parses uploads), and
+hashing uploads nobody read the hash of. The overhead scales with the
+machine's speed; see the README for measured runs.
 """
 
 # ruff: noqa: E402  (sys.path is fixed before the other imports, see below)
