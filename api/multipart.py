@@ -85,8 +85,7 @@ class _Parts:
         self._count += 1
         if self._parts_limit is not None and self._count > self._parts_limit:
             raise RequestEntityTooLarge()
-        self._headers, self._header_bytes = [], 0
-        self._part = self._field = self._file = None
+        self._headers, self._header_bytes = [], 0  # the previous part's end cleared the rest
 
     def _header_name(self, data: bytes, start: int, end: int) -> None:
         self._grow_headers(end - start)

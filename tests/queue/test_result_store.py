@@ -25,6 +25,12 @@ def worker_app(broker_url: str) -> Iterator[Celery]:
     app.close()
 
 
+def _new_task(app: Celery) -> tuple[Any, str, bytes]:
+    """The app's backend, a fresh task id and its result key."""
+    task_id = str(uuid.uuid4())
+    return app.backend, task_id, app.backend.get_key_for_task(task_id)
+
+
 def _stored(client: redis.Redis, key: bytes) -> dict[str, Any]:
     raw = client.get(key)
     assert raw is not None
@@ -45,10 +51,8 @@ def _next_message(pubsub: Any, timeout: float = 5.0) -> dict[str, Any]:
 def test_a_result_is_stored_with_its_expiry_and_published(
     worker_app: Celery, redis_client: redis.Redis
 ) -> None:
-    backend = worker_app.backend
+    backend, task_id, key = _new_task(worker_app)
     assert isinstance(backend, OneTripRedisBackend)
-    task_id = str(uuid.uuid4())
-    key = backend.get_key_for_task(task_id)
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(key)
     try:
@@ -70,9 +74,7 @@ def test_a_result_is_stored_with_its_expiry_and_published(
 def test_a_success_is_never_overwritten_but_other_states_are(
     worker_app: Celery, redis_client: redis.Redis
 ) -> None:
-    backend = worker_app.backend
-    task_id = str(uuid.uuid4())
-    key = backend.get_key_for_task(task_id)
+    backend, task_id, key = _new_task(worker_app)
 
     backend.store_result(task_id, None, states.STARTED)
     backend.store_result(task_id, {"ok": True}, states.SUCCESS)
@@ -86,9 +88,7 @@ def test_a_success_is_never_overwritten_but_other_states_are(
 def test_a_result_whose_stored_value_is_not_json_is_replaced(
     worker_app: Celery, redis_client: redis.Redis
 ) -> None:
-    backend = worker_app.backend
-    task_id = str(uuid.uuid4())
-    key = backend.get_key_for_task(task_id)
+    backend, task_id, key = _new_task(worker_app)
     redis_client.set(key, b"\xff not json")
 
     backend.store_result(task_id, 7, states.SUCCESS)

@@ -157,9 +157,9 @@ def predict_single(
         if data is None:
             assert blob_ref is not None, "a single task carries bytes or a blob reference"
             data = state.blobs.read_bytes(blob_ref)
-        # The row's connection is checked out (and pinged) while the start
-        # count is on its way, not after the models have run: the client
-        # waits one round trip less.
+        # The row's connection is checked out (and pinged) before the models
+        # run, so a dead database is met before the work; the ping costs the
+        # client the same here as after the models.
         with (
             begin_single(state, job_id, self.request.id or job_id) as started,
             state.database.autocommit() as connection,
